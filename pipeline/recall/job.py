@@ -1,0 +1,99 @@
+"""The recall stage as a Beam pipeline: WARC files -> deduplicated math/science documents.
+
+    WARC paths -> RecallFile (read, cheap score, math-aware extraction, score)
+               -> shuffle by URL bucket   -> dedup_urls (one doc per URL; domain table rows)
+               -> shuffle by shard bucket -> write_outputs (content dedup, shards, domain table)
+               -> shuffle to one key      -> finish (stats.json)
+
+Outputs in RUN/recall/: part-NNNNN-of-MMMMM.jsonl.gz (RecalledDocument), domains.jsonl.gz
+(DomainRow), stats.json (flat counters), config.json (the settings used).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from infra.runners import beam_runner
+from pipeline import shards
+from pipeline.recall import transforms as T
+from pipeline.recall.config import RecallConfig
+from pipeline.stats import beam_counters, format_stats
+
+log = logging.getLogger(__name__)
+
+
+def expand_inputs(patterns: list[str]) -> list[str]:
+    """Every file matching the WARC globs, sorted; a clear error when nothing matches."""
+    paths: set[str] = set()
+    for result in FileSystems.match(list(patterns)):
+        paths.update(m.path for m in result.metadata_list)
+    if not paths:
+        raise shards.MissingInput(f"no WARC files match {' '.join(patterns)}")
+    return sorted(paths)
+
+
+def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path: str) -> beam.PCollection:
+    out = cfg.out_dir()
+    dofn_cfg = {
+        "classifier_path": classifier_path,
+        "threshold": cfg.threshold,
+        "prefilter": cfg.prefilter,
+        "prefilter_threshold": cfg.prefilter_threshold,
+        "min_chars": cfg.min_chars,
+        "max_page_bytes": cfg.max_page_bytes,
+        "round": cfg.round,
+    }
+    return (
+        p
+        | "WarcPaths" >> beam.Create(paths)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "RecallFile" >> beam.ParDo(T.RecallFile(dofn_cfg))
+        | "KeyByUrl" >> beam.Map(T.key_by_url, cfg.dedup_buckets)
+        | "GroupByUrl" >> beam.GroupByKey()
+        | "DedupUrls" >> beam.FlatMap(T.dedup_urls)
+        | "KeyByShard" >> beam.Map(T.key_by_shard, cfg.num_shards)
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.FlatMap(T.write_outputs, out, cfg.num_shards)
+        | "KeyAll" >> beam.Map(lambda item: (0, item))
+        | "GroupAll" >> beam.GroupByKey()
+        | "Finish" >> beam.Map(T.finish, out, cfg.num_shards)
+    )
+
+
+def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]:
+    """Run recall; return the stats written to RUN/recall/stats.json."""
+    classifier_path = classifier_path or cfg.classifier_path()
+    if not FileSystems.exists(classifier_path):
+        raise shards.MissingInput(
+            f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
+    paths = expand_inputs(cfg.warc)
+    out = cfg.out_dir()
+    shards.makedirs(out)
+    log.info("recall: %d WARC files -> %s (runner %s)", len(paths), out, cfg.runner)
+    t0 = time.monotonic()
+    with beam_runner(cfg.runner, cfg.workers, cfg.dask_address, cfg.runner_options) as (runner, options):
+        p = beam.Pipeline(runner=runner, options=options)
+        build(p, paths, cfg, classifier_path)
+        result = p.run()
+        result.wait_until_finish()
+    wall = time.monotonic() - t0
+    stats = shards.read_json(shards.join(out, "stats.json"))
+    metrics = beam_counters(result, T.STAGE)
+    if metrics is not None and metrics != stats:
+        # Should not happen: both come from the same StageCounter calls. Say so loudly if it does.
+        log.warning("Beam metrics and stats.json disagree: %s vs %s", metrics, stats)
+    stats["wall_seconds"] = round(wall, 2)
+    stats["pages_per_second"] = round(stats.get("pages_decoded", 0) / wall, 2) if wall > 0 else 0.0
+    shards.write_json(shards.join(out, "stats.json"), stats)
+    shards.write_json(shards.join(out, "config.json"),
+                      {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+    return stats
+
+
+def summary(stats: dict[str, Any], out_dir: str) -> str:
+    return format_stats(stats, f"recall -> {out_dir}")

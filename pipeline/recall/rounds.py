@@ -1,0 +1,117 @@
+"""Domain rounds: select domains from a recall run, retrain the classifier, recall again, compare.
+
+Round N+1 (MAmmoTH2's second round): positives are the seed positives plus the documents recalled
+from selected domains; negatives are the seed negatives plus the documents recalled from the other
+domains (the previous classifier's likely false positives). The new classifier recalls the same
+WARCs again, and the overlap with the previous round says whether another round is worth it
+(DeepSeekMath stopped when ~98% of a round's data had already been found).
+
+Layout: RUN/domains/selected.json, RUN/domains/round-N/{classifier.bin,classifier.json,recall/,overlap.json}.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import shards
+from pipeline.config import option
+from pipeline.recall import domains as dom
+from pipeline.schema import DomainRow, RecalledDocument
+
+log = logging.getLogger(__name__)
+
+SEED_POSITIVES = ["data/seeds/positive.jsonl.gz"]
+SEED_NEGATIVES = ["data/seeds/negative.jsonl.gz"]
+
+
+@dataclass
+class DomainsConfig:
+    run: str = option("runs/sample", "run directory holding RUN/recall from the previous round")
+    previous: str = option("", "recall directory of the previous round (default RUN/recall)")
+    min_recalled: int = option(1000, "select domains with at least this many recalled pages (MAmmoTH2: 1,000)")
+    min_share: float = option(0.1, "and at least this share of their seen pages recalled (DeepSeekMath: 10%)")
+    labeler: str = option("", "optional module:function labelling a domain row educational (e.g. an LLM call)")
+    round: int = option(2, "number of the round to run")
+    positives: list[str] = option(SEED_POSITIVES, "seed positive JSON-lines files (field `text`)")
+    negatives: list[str] = option(SEED_NEGATIVES, "seed negative JSON-lines files (field `text`)")
+
+    def domains_dir(self) -> str:
+        return f"{self.run.rstrip('/')}/domains"
+
+    def previous_dir(self) -> str:
+        return self.previous or f"{self.run.rstrip('/')}/recall"
+
+    def round_dir(self) -> str:
+        return f"{self.domains_dir()}/round-{self.round}"
+
+
+def read_table(recall_dir: str) -> list[dict[str, Any]]:
+    path = shards.join(recall_dir, "domains.jsonl.gz")
+    if not shards.FileSystems.exists(path):
+        raise shards.MissingInput(f"no domain table at {path}: run `webinstruct recall` first")
+    return list(shards.iter_shard(path, DomainRow))
+
+
+def select(cfg: DomainsConfig) -> dict[str, Any]:
+    """Mark domains by rule (and labeler); write RUN/domains/selected.json."""
+    rows = read_table(cfg.previous_dir())
+    labeler = dom.load_labeler(cfg.labeler)
+    selected, verdicts = dom.select_domains(rows, cfg.min_recalled, cfg.min_share, labeler)
+    counts: dict[str, int] = {}
+    for v in verdicts.values():
+        counts[v] = counts.get(v, 0) + 1
+    report = {
+        "source": cfg.previous_dir(),
+        "rules": {"min_recalled": cfg.min_recalled, "min_share": cfg.min_share, "labeler": cfg.labeler},
+        "selected": selected,
+        "verdict_counts": counts,
+        "verdicts": verdicts,
+    }
+    shards.write_json(shards.join(cfg.domains_dir(), "selected.json"), report)
+    return report
+
+
+def round_training_texts(cfg: DomainsConfig, selected: list[str]) -> tuple[list[str], list[str], dict[str, int]]:
+    from pipeline.recall.classifier import load_texts
+
+    chosen = set(selected)
+    pos_web, neg_web = [], []
+    for doc in shards.read_shards(cfg.previous_dir(), RecalledDocument, "webinstruct recall"):
+        (pos_web if doc["domain"] in chosen else neg_web).append(doc["text"])
+    positives = load_texts(cfg.positives) + pos_web
+    negatives = load_texts(cfg.negatives) + neg_web
+    sizes = {"positives_from_selected_domains": len(pos_web), "negatives_from_other_domains": len(neg_web),
+             "positives": len(positives), "negatives": len(negatives)}
+    return positives, negatives, sizes
+
+
+def recalled_urls(recall_dir: str) -> list[str]:
+    return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "webinstruct recall")]
+
+
+def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg) -> dict[str, Any]:
+    """Select (when not done), retrain, recall again into RUN/domains/round-N/recall, report overlap."""
+    from pipeline.recall import job
+    from pipeline.recall.classifier import train_classifier
+
+    sel_path = shards.join(cfg.domains_dir(), "selected.json")
+    report = shards.read_json(sel_path) if shards.FileSystems.exists(sel_path) else select(cfg)
+    if not report["selected"]:
+        raise ValueError(
+            f"no domain passed the rules {report['rules']} ({report['verdict_counts']}): lower "
+            "--min-recalled/--min-share or recall more data before another round")
+    positives, negatives, sizes = round_training_texts(cfg, report["selected"])
+    model_path = shards.join(cfg.round_dir(), "classifier.bin")
+    meta = train_classifier(positives, negatives, model_path, classifier_cfg)
+    recall_cfg = dataclasses.replace(recall_cfg, run=cfg.run, out=shards.join(cfg.round_dir(), "recall"),
+                                     classifier=model_path, round=cfg.round)
+    stats = job.run(recall_cfg)
+    ov = dom.overlap(recalled_urls(cfg.previous_dir()), recalled_urls(recall_cfg.out_dir()))
+    result = {"round": cfg.round, "selected_domains": report["selected"], "training": sizes,
+              "classifier": {k: meta.get(k) for k in ("threshold", "metrics")},
+              "recall": {k: stats.get(k) for k in ("pages_decoded", "pages_recalled", "docs_written")},
+              "overlap": ov}
+    shards.write_json(shards.join(cfg.round_dir(), "overlap.json"), result)
+    return result

@@ -1,0 +1,240 @@
+"""The recall stage's steps as Beam DoFns and functions.
+
+The graph is deliberately a single chain (read+score -> shuffle by URL -> shuffle by content/shard
+-> shuffle to one summary) whose elements are `(kind, payload)` pairs: the Dask runner computes only
+the last transform of a pipeline and drops tagged outputs and `finish_bundle` output, so branches
+and side outputs would silently vanish there. Shuffle keys are stable integers (sha1 buckets),
+never strings, so grouping agrees across worker processes with different hash seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+
+from pipeline import shards
+from pipeline.recall import domains as dom
+from pipeline.recall.warc import read_pages
+from pipeline.schema import DomainRow, RecalledDocument
+from pipeline.stats import Progress, StageCounter, merge
+
+log = logging.getLogger(__name__)
+STAGE = "recall"
+
+
+def bucket(key: str, n: int) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % n
+
+
+def doc_id(url: str, record_id: str) -> str:
+    return hashlib.sha1(f"{url}\n{record_id}".encode("utf-8")).hexdigest()[:20]
+
+
+class ScorePages:
+    """Page -> recalled document or None, counting why pages are dropped.
+
+    Two-pass scoring: a cheap tag-stripped text is scored first; only pages that could pass get
+    the expensive math-aware extraction, whose text is scored again for the final decision.
+    Most of a crawl is not math, so most pages never pay for the full extraction.
+    """
+
+    def __init__(self, classifier_path: str, threshold: float, prefilter: bool,
+                 prefilter_threshold: float, min_chars: int, round_: int):
+        from pipeline.recall.classifier import Classifier
+
+        self.clf = Classifier.load(classifier_path)
+        self.threshold = threshold if threshold >= 0 else self.clf.threshold
+        self.prefilter = prefilter
+        self.prefilter_threshold = prefilter_threshold
+        self.min_chars = min_chars
+        self.round = round_
+
+    def __call__(self, page: dict[str, Any], count, tallies: dict[str, dict]) -> dict | None:
+        from pipeline.text.html_text import cheap_text, html_to_text
+        from pipeline.text.normalize import content_hash
+
+        url = page["url"]
+        domain = dom.registered_domain(url)
+        tally = tallies.setdefault(domain, dom.new_tally())
+        prescore = -1.0
+        if self.prefilter:
+            prescore = self.clf.score(cheap_text(page["html"]))
+            if prescore < self.prefilter_threshold:
+                count("dropped_prefilter", 1)
+                count("pages_scored", 1)
+                dom.add_page(tally, url, prescore, False)
+                return None
+        try:
+            text = html_to_text(page["html"], url)
+        except Exception as err:  # the extractor promises not to raise; never lose the job if it does
+            count("dropped_extract_error", 1)
+            log.warning("extraction failed for %s: %s", url, err)
+            return None
+        count("pages_extracted", 1)
+        if len(text) < self.min_chars:
+            count("dropped_too_short", 1)
+            dom.add_page(tally, url, 0.0, False)
+            return None
+        score = self.clf.score(text)
+        count("pages_scored", 1)
+        kept = score >= self.threshold
+        dom.add_page(tally, url, score, kept)
+        if not kept:
+            count("dropped_below_threshold", 1)
+            return None
+        count("pages_recalled", 1)
+        return {
+            "id": doc_id(url, page["record_id"]),
+            "url": url,
+            "domain": domain,
+            "text": text,
+            "score": round(float(score), 6),
+            "warc_file": page["warc_file"],
+            "record_id": page["record_id"],
+            "offset": page["offset"],
+            "content_hash": content_hash(text),
+            "fetch_date": page.get("fetch_date", ""),
+            "prescore": round(float(prescore), 6),
+            "round": self.round,
+        }
+
+
+class RecallFile(beam.DoFn):
+    """One WARC file -> ("doc", document)..., ("domain_tally", (domain, tally))..., ("stats", counts).
+
+    The file is the unit of parallel work (a Common Crawl WARC holds ~40k pages), so the counts of
+    a file are emitted once, from `process`, which every runner keeps.
+    """
+
+    def __init__(self, cfg_dict: dict[str, Any]):
+        self.cfg = cfg_dict
+        self.scorer: ScorePages | None = None
+
+    def setup(self):
+        c = self.cfg
+        self.scorer = ScorePages(c["classifier_path"], c["threshold"], c["prefilter"],
+                                 c["prefilter_threshold"], c["min_chars"], c["round"])
+
+    def process(self, path: str) -> Iterator[tuple[str, Any]]:
+        count = StageCounter(STAGE)
+        tallies: dict[str, dict] = {}
+        progress = Progress(f"recall {path}")
+        n_pages = 0
+        t0 = time.monotonic()
+        for page in read_pages(path, self.cfg["max_page_bytes"], count):
+            n_pages += 1
+            doc = self.scorer(page, count, tallies)
+            if doc is not None:
+                yield ("doc", doc)
+            progress.maybe(pages=n_pages, recalled=count.get("pages_recalled"))
+        log.info("recall: %s done: %d pages, %d recalled in %.1fs", path, n_pages,
+                 count.get("pages_recalled"), time.monotonic() - t0)
+        for domain, tally in tallies.items():
+            yield ("domain_tally", (domain, tally))
+        yield ("stats", count.drain())
+
+
+def key_by_url(item: tuple[str, Any], buckets: int) -> tuple[int, tuple[str, Any]]:
+    kind, payload = item
+    if kind == "doc":
+        return bucket(payload["url"], buckets), item
+    if kind == "domain_tally":
+        return bucket(payload[0], buckets), item
+    return 0, item
+
+
+def _better(a: dict, b: dict) -> dict:
+    """The document to keep of two duplicates: higher score, then earliest in the crawl."""
+    ka = (-a["score"], a["warc_file"], a["offset"])
+    kb = (-b["score"], b["warc_file"], b["offset"])
+    return a if ka <= kb else b
+
+
+def dedup_urls(kv: tuple[int, Iterable[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:
+    """Keep one document per URL; merge the per-file domain tallies of each domain."""
+    _, items = kv
+    count = StageCounter(STAGE)
+    by_url: dict[str, dict] = {}
+    tallies: dict[str, list] = {}
+    stats = []
+    n_docs = 0
+    for kind, payload in items:
+        if kind == "doc":
+            n_docs += 1
+            prev = by_url.get(payload["url"])
+            by_url[payload["url"]] = payload if prev is None else _better(prev, payload)
+        elif kind == "domain_tally":
+            tallies.setdefault(payload[0], []).append(payload[1])
+        else:
+            stats.append(payload)
+    count("dropped_duplicate_url", n_docs - len(by_url))
+    for doc in by_url.values():
+        yield ("doc", doc)
+    for domain, parts in tallies.items():
+        yield ("domain", dom.tally_to_row(domain, dom.merge_tallies(parts)))
+    stats.append(count.drain())
+    yield ("stats", merge(stats))
+
+
+def key_by_shard(item: tuple[str, Any], num_shards: int) -> tuple[int, tuple[str, Any]]:
+    kind, payload = item
+    if kind == "doc":
+        return bucket(payload["content_hash"], num_shards), item
+    if kind == "domain":
+        return num_shards, item
+    return num_shards + 1, item
+
+
+def write_outputs(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: int) -> Iterator[tuple[str, Any]]:
+    """Per shard: drop exact content duplicates, write the shard; the domain table; pass stats on."""
+    key, items = kv
+    count = StageCounter(STAGE)
+    if key < num_shards:
+        by_hash: dict[str, dict] = {}
+        n_docs = 0
+        for _, doc in items:
+            n_docs += 1
+            prev = by_hash.get(doc["content_hash"])
+            by_hash[doc["content_hash"]] = doc if prev is None else _better(prev, doc)
+        count("dropped_duplicate_content", n_docs - len(by_hash))
+        docs = sorted(by_hash.values(), key=lambda d: d["id"])
+        path = shards.join(out_dir, shards.shard_name(key, num_shards))
+        count("docs_written", shards.write_shard(path, docs, RecalledDocument))
+        yield ("shard", path)
+    elif key == num_shards:
+        rows = dom.sort_rows(payload for _, payload in items)
+        shards.write_shard(shards.join(out_dir, "domains.jsonl.gz"), rows, DomainRow)
+        count("domains", len(rows))
+        yield ("table", "domains.jsonl.gz")
+    else:
+        for _, payload in items:
+            yield ("stats", payload)
+    yield ("stats", count.drain())
+
+
+def finish(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: int) -> dict[str, int]:
+    """Write empty shards for buckets that got no documents, remove stale ones, write stats.json."""
+    _, items = kv
+    written = set()
+    stats = []
+    has_table = False
+    for kind, payload in items:
+        if kind == "shard":
+            written.add(payload)
+        elif kind == "table":
+            has_table = True
+        else:
+            stats.append(payload)
+    expected = [shards.join(out_dir, shards.shard_name(i, num_shards)) for i in range(num_shards)]
+    for path in expected:
+        if path not in written:
+            shards.write_shard(path, [])
+    shards.remove_stale_shards(out_dir, expected)
+    if not has_table:  # no page was scored at all: still replace an earlier run's table
+        shards.write_shard(shards.join(out_dir, "domains.jsonl.gz"), [])
+    total = merge(stats)
+    shards.write_json(shards.join(out_dir, "stats.json"), total)
+    return total

@@ -1,0 +1,320 @@
+"""Turn rendered or encoded math in an lxml HTML tree back into TeX text, in place.
+
+`html_text.html_to_text` calls `convert_math(root)` before it serialises a page, so that the
+formulas of MathJax (v2 scripts, v3 `mjx-container`), KaTeX, MathML (incl. Wikipedia's
+`mwe-math-element`) and LaTeX images (WordPress `img.latex`, codecogs, mathtex ...) come out
+as `$tex$` (inline) or `$$tex$$` (display) exactly once.  Every converted formula becomes a
+fresh element carrying the attribute `data-wi-math` ("inline" -> `span`, "display" -> `div`),
+whose text is the delimited TeX; the serialiser needs no other math knowledge.
+
+TeX that is already plain text (`$...$`, `\\(...\\)`, `[tex]...[/tex]` ...) is left alone: it
+survives serialisation as text.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_plus
+
+from lxml import etree
+
+MATH_ATTR = "data-wi-math"
+
+# One XPath per document (evaluated in C) finds every candidate; the Python loop then only
+# sees the few elements that can be math.
+_CANDIDATES = etree.XPath(
+    "//script[contains(@type, 'math/tex')]"
+    " | //*[contains(@class, 'MathJax') or contains(@class, 'MJX_Assistive')]"
+    " | //mjx-container"
+    " | //*[contains(@class, 'katex')]"
+    " | //*[contains(@class, 'mwe-math-element')]"
+    " | //math"
+    " | //img"
+)
+
+# Classes of MathJax v2 output that duplicate the TeX kept in the neighbouring script.
+_MATHJAX_RENDERED = re.compile(r"MathJax|MJX|mjx-chtml")
+_TEX_ENCODING = re.compile(r"tex|latex", re.I)
+_IMG_CLASS = re.compile(r"(?:^|[\s_-])(?:latex|tex|math|equation|formula|mathtex)(?:$|[\s_-])", re.I)
+_IMG_SRC = re.compile(
+    r"latex|mathtex|mimetex|codecogs|texvc|/math/render|tex\?|\.tex\b|cht=tx|/equation", re.I
+)
+# Where a LaTeX image service puts the TeX in its URL, for images without a usable alt.
+_SRC_TEX = re.compile(r"(?:latex\.php\?latex=|\.latex\?|mathtex\.cgi\?|mimetex\.cgi\?|chl=)([^&]+)")
+_BR = re.compile(r"<br\s*/?>", re.I)
+
+
+def convert_math(root) -> int:
+    """Replace every formula under `root` by a `data-wi-math` element; return how many."""
+    if root is None:
+        return 0
+    try:
+        found = _CANDIDATES(root)
+    except Exception:  # a malformed tree must not break extraction
+        return 0
+    if not found:
+        return 0
+    scripts = [e for e in found if e.tag == "script"]
+    others = [e for e in found if e.tag != "script"]
+    done = 0
+    # Scripts first: they carry the original TeX, and their handler removes the rendered
+    # siblings, which the second loop would otherwise convert a second time.
+    for el in scripts:
+        done += _script(el)
+    for el in others:
+        if not _attached(el, root):
+            continue  # inside something already replaced or removed
+        tag = el.tag if isinstance(el.tag, str) else ""
+        cls = el.get("class") or ""
+        if tag == "img":
+            done += _img(el)
+        elif tag == "mjx-container":
+            done += _mjx_container(el)
+        elif "mwe-math-element" in cls:
+            done += _from_math_inside(el, display=_wiki_display(el))
+        elif "katex" in cls.split():
+            done += _katex(el)
+        elif tag == "math":
+            done += _math(el)
+        elif _MATHJAX_RENDERED.search(cls):
+            done += _mathjax_rendered(el, cls)
+    return done
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+def _script(el) -> int:
+    tex = (el.text or "").strip()
+    display = "mode=display" in (el.get("type") or "").replace(" ", "")
+    # MathJax v2 puts its preview and rendered frame right before the script.
+    prev = el.getprevious()
+    while prev is not None and isinstance(prev.tag, str) and \
+            _MATHJAX_RENDERED.search(prev.get("class") or ""):
+        nxt = prev.getprevious()
+        _drop(prev)
+        prev = nxt
+    if not tex:
+        _drop(el)
+        return 0
+    _replace(el, tex, display)
+    return 1
+
+
+def _mathjax_rendered(el, cls: str) -> int:
+    """A MathJax v2 frame whose script is gone: use its assistive MathML if it has one."""
+    if "Preview" in cls:
+        return 0  # previews may hold the only TeX copy left; keep their text
+    display = "Display" in cls
+    return _from_math_inside(el, display=display, keep_if_none=True)
+
+
+def _mjx_container(el) -> int:
+    display = (el.get("display") or "").lower() in ("true", "block")
+    if _first_math(el) is not None:
+        return _from_math_inside(el, display=display)
+    # No MathML: whatever text it holds (often TeX with its own delimiters) stays as it is,
+    # made a block when MathJax said display.
+    if display:
+        el.tag = "div"
+    return 0
+
+
+def _katex(el) -> int:
+    tex = None
+    for ann in el.iter("annotation"):
+        if _TEX_ENCODING.search(ann.get("encoding") or ""):
+            tex = (ann.text or "").strip()
+            break
+    if not tex:
+        m = _first_math(el)
+        tex = _linearise(m) if m is not None else None
+    if not tex:
+        return 0  # leave KaTeX's own HTML rendering: better than losing the formula
+    target, display = el, False
+    parent = el.getparent()
+    if parent is not None and "katex-display" in (parent.get("class") or ""):
+        target, display = parent, True
+    _replace(target, tex, display)
+    return 1
+
+
+def _math(el) -> int:
+    tex = _math_tex(el)
+    if not tex:
+        _drop(el)
+        return 0
+    display = (el.get("display") or "").lower() == "block" or el.get("mode") == "display"
+    _replace(el, tex, display)
+    return 1
+
+
+def _from_math_inside(el, display: bool, keep_if_none: bool = False) -> int:
+    m = _first_math(el)
+    tex = _math_tex(m) if m is not None else None
+    if not tex:
+        # Wikipedia's fallback image still holds the TeX in its alt text.
+        for img in el.iter("img"):
+            tex = _clean_alt(img.get("alt") or "")
+            if tex:
+                break
+    if not tex:
+        if not keep_if_none:
+            _drop(el)
+        return 0
+    if m is not None and (m.get("display") or "").lower() == "block":
+        display = True
+    _replace(el, tex, display)
+    return 1
+
+
+def _img(el) -> int:
+    cls = el.get("class") or ""
+    src = el.get("src") or ""
+    if not (_IMG_CLASS.search(cls) or _IMG_SRC.search(src)):
+        return 0
+    tex = _clean_alt(el.get("alt") or "")
+    if not tex:
+        m = _SRC_TEX.search(src)
+        tex = _clean_alt(unquote_plus(m.group(1))) if m else ""
+    if not tex:
+        return 0
+    display = "display" in cls or _alone_in_block(el)
+    _replace(el, tex, display)
+    return 1
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+def _wiki_display(el) -> bool:
+    for sub in el.iter():
+        c = sub.get("class") or "" if isinstance(sub.tag, str) else ""
+        if "mathml-display" in c or "fallback-image-display" in c:
+            return True
+    return False
+
+
+def _first_math(el):
+    for m in el.iter("math"):
+        return m
+    return None
+
+
+def _math_tex(m) -> str:
+    """TeX for a MathML element: its TeX annotation, else alttext, else a linearisation."""
+    for ann in m.iter("annotation"):
+        if _TEX_ENCODING.search(ann.get("encoding") or ""):
+            t = (ann.text or "").strip()
+            if t:
+                return t
+    alt = (m.get("alttext") or "").strip()
+    if alt:
+        return alt
+    return _linearise(m)
+
+
+def _clean_alt(alt: str) -> str:
+    # Forum software pastes <br /> into alt text; a formula image alt may carry delimiters.
+    t = _BR.sub(" ", alt).strip()
+    for a, b in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(t) > len(a) + len(b) and t.startswith(a) and t.endswith(b):
+            t = t[len(a):-len(b)].strip()
+            break
+    return t
+
+
+def _alone_in_block(el) -> bool:
+    """True when the image is the only content of a paragraph-like parent (display math)."""
+    parent = el.getparent()
+    if parent is None or parent.tag not in ("p", "div", "center", "dd", "td", "figure"):
+        return False
+    if (parent.text or "").strip() or (el.tail or "").strip().strip(".,;:"):
+        return False
+    for sib in parent:
+        if sib is not el and isinstance(sib.tag, str) and sib.tag != "br":
+            return False
+    return True
+
+
+def _attached(el, root) -> bool:
+    last = el
+    for last in el.iterancestors():
+        pass
+    return last is root or el is root
+
+
+def _drop(el) -> None:
+    """Remove `el` but keep its tail text in the tree."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    tail = el.tail
+    if tail:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(el)
+
+
+def _replace(el, tex: str, display: bool) -> None:
+    parent = el.getparent()
+    if parent is None:
+        return
+    new = etree.Element("div" if display else "span")
+    new.set(MATH_ATTR, "display" if display else "inline")
+    new.text = f"$${tex}$$" if display else f"${tex}$"
+    new.tail = el.tail
+    parent.replace(el, new)
+
+
+# -- MathML linearisation (used only when no TeX source is present) -------------------------
+
+_SYMBOLS = {
+    "∑": "\\sum ", "∏": "\\prod ", "∫": "\\int ", "∞": "\\infty ", "≤": "\\le ", "≥": "\\ge ",
+    "≠": "\\ne ", "±": "\\pm ", "×": "\\times ", "·": "\\cdot ", "⋅": "\\cdot ", "→": "\\to ",
+    "∈": "\\in ", "∂": "\\partial ", "√": "\\sqrt ", "≈": "\\approx ", "∇": "\\nabla ",
+    "α": "\\alpha ", "β": "\\beta ", "γ": "\\gamma ", "δ": "\\delta ", "ε": "\\epsilon ",
+    "θ": "\\theta ", "λ": "\\lambda ", "μ": "\\mu ", "π": "\\pi ", "ρ": "\\rho ",
+    "σ": "\\sigma ", "τ": "\\tau ", "φ": "\\phi ", "ω": "\\omega ", "Δ": "\\Delta ",
+    "Σ": "\\Sigma ", "Ω": "\\Omega ", "\u2061": "", "\u2062": "", "\u2063": "",
+}
+
+
+def _tok(text: str | None) -> str:
+    t = (text or "").strip()
+    return "".join(_SYMBOLS.get(c, c) for c in t)
+
+
+def _linearise(el) -> str:
+    return re.sub(r"\s+", " ", _lin(el)).strip()
+
+
+def _lin(el) -> str:
+    tag = el.tag if isinstance(el.tag, str) else ""
+    tag = tag.rsplit(":", 1)[-1]
+    kids = [k for k in el if isinstance(k.tag, str) and k.tag != "annotation"
+            and k.tag != "annotation-xml"]
+    parts = [_lin(k) for k in kids]
+    if tag in ("mi", "mn", "mo", "mtext", "ms"):
+        return _tok(el.text)
+    if tag == "mspace":
+        return " "
+    if tag == "mfrac" and len(parts) == 2:
+        return f"\\frac{{{parts[0]}}}{{{parts[1]}}}"
+    if tag == "msqrt":
+        return f"\\sqrt{{{''.join(parts)}}}"
+    if tag == "mroot" and len(parts) == 2:
+        return f"\\sqrt[{parts[1]}]{{{parts[0]}}}"
+    if tag in ("msup", "mover") and len(parts) == 2:
+        return f"{{{parts[0]}}}^{{{parts[1]}}}"
+    if tag in ("msub", "munder") and len(parts) == 2:
+        return f"{{{parts[0]}}}_{{{parts[1]}}}"
+    if tag in ("msubsup", "munderover") and len(parts) == 3:
+        return f"{{{parts[0]}}}_{{{parts[1]}}}^{{{parts[2]}}}"
+    if tag == "mfenced":
+        return f"{el.get('open', '(')}{', '.join(parts)}{el.get('close', ')')}"
+    if tag == "mtable":
+        return "\\begin{matrix}" + " \\\\ ".join(parts) + "\\end{matrix}"
+    if tag in ("mtr", "mlabeledtr"):
+        return " & ".join(parts)
+    return " ".join(p for p in parts if p)
