@@ -8,8 +8,8 @@ atomically, and loads it for scoring. Text goes through `normalize_for_classifie
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -42,6 +42,10 @@ class ClassifierConfig:
     with dim 256 gives a ~2 GB model, so the default here is 200K (~0.2 GB); n-gram hash collisions
     grow as bucket shrinks. Training with threads > 1 is not bit-reproducible (Hogwild updates);
     threads=1 with a fixed seed gives the same model every run.
+
+    Held-out precision is measured at the seeds' class ratio (about 1:1). On a crawl where
+    educational pages are rare, the same threshold has far lower precision: raise
+    target_precision, or re-pick the threshold on a sample of the crawl.
     """
     dim: int = option(256, "fastText vector size")
     lr: float = option(0.1, "fastText learning rate")
@@ -53,10 +57,12 @@ class ClassifierConfig:
     loss: str = option("softmax", "fastText loss: softmax, hs, ns or ova")
     threads: int = option(2, "training threads; 1 makes training bit-reproducible")
     seed: int = option(0, "seed for the shuffle, the held-out split and fastText")
-    holdout: float = option(0.1, "fraction of each class held out to measure and pick the threshold")
+    holdout: float = option(0.1, "fraction of each class held out to measure and pick the "
+                                 "threshold")
     threshold_rule: str = option("precision", "how to pick the threshold: 'precision' (lowest "
-                                 "threshold reaching target_precision on held-out, else best F1) "
-                                 "or 'percentile' (keep the top `percentile` %% of held-out docs)")
+                                 "threshold reaching target_precision on held-out, else best "
+                                 "F1) or 'percentile' (keep the top `percentile` percent of "
+                                 "held-out docs)")
     target_precision: float = option(0.9, "held-out precision the 'precision' rule must reach")
     percentile: float = option(50.0, "'percentile' rule: percent of held-out documents (both "
                                      "classes) scoring at or above the threshold")
@@ -189,6 +195,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; workers running as another user must read it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -224,7 +231,8 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
     pos = [n for h, n in pos if h not in both]
     neg = [n for h, n in neg if h not in both]
     if len(pos) < 2 or len(neg) < 2:
-        raise ValueError(f"need at least 2 positives and 2 negatives, got {len(pos)} and {len(neg)}")
+        raise ValueError(f"need at least 2 positives and 2 negatives, got {len(pos)} and "
+                         f"{len(neg)}")
 
     rng = random.Random(cfg.seed)
     rng.shuffle(pos)
@@ -266,8 +274,8 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
         "threshold": threshold,
         "threshold_rule": cfg.threshold_rule,
         "threshold_chosen_by": rule_used,  # "precision", "percentile" or "best_f1_fallback"
-        "heldout": {"at_threshold": _metrics(scores, labels, threshold),
-                    "at_0.5": _metrics(scores, labels, 0.5),
+        "metrics": {"at_threshold": _metrics(scores, labels, threshold),
+                    "at_0.5": _metrics(scores, labels, 0.5),  # all measured on the held-out split
                     "histogram": _histogram(scores, labels)},
         "counts": {
             "positives_in": len(positives), "negatives_in": len(negatives),
@@ -329,7 +337,8 @@ class Classifier:
         if p.is_dir():
             p = p / "classifier.bin"
         if not p.is_file():
-            raise FileNotFoundError(f"no classifier at {p}: run `webinstruct classifier train` first")
+            raise FileNotFoundError(
+                f"no classifier at {p}: run `webinstruct classifier train` first")
         mp = meta_path(p)
         if not mp.is_file():
             raise FileNotFoundError(f"classifier metadata {mp} is missing: retrain with "

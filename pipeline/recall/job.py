@@ -65,9 +65,8 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
     )
 
 
-def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]:
-    """Run recall; return the stats written to RUN/recall/stats.json."""
-    classifier_path = classifier_path or cfg.classifier_path()
+def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], dict[str, int] | None, float]:
+    """Run the pipeline; return (stats.json counters, the runner's Beam metrics or None, wall seconds)."""
     if not FileSystems.exists(classifier_path):
         raise shards.MissingInput(
             f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
@@ -81,17 +80,25 @@ def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]
         build(p, paths, cfg, classifier_path)
         result = p.run()
         result.wait_until_finish()
+        client = getattr(result, "client", None)  # the Dask runner leaves its client open
+        if client is not None:
+            client.close()
     wall = time.monotonic() - t0
     stats = shards.read_json(shards.join(out, "stats.json"))
-    metrics = beam_counters(result, T.STAGE)
+    shards.write_json(shards.join(out, "config.json"),
+                      {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+    return stats, beam_counters(result, T.STAGE), wall
+
+
+def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]:
+    """Run recall; return the stats written to RUN/recall/stats.json (counters plus timing)."""
+    stats, metrics, wall = execute(cfg, classifier_path or cfg.classifier_path())
     if metrics is not None and metrics != stats:
         # Should not happen: both come from the same StageCounter calls. Say so loudly if it does.
         log.warning("Beam metrics and stats.json disagree: %s vs %s", metrics, stats)
     stats["wall_seconds"] = round(wall, 2)
     stats["pages_per_second"] = round(stats.get("pages_decoded", 0) / wall, 2) if wall > 0 else 0.0
-    shards.write_json(shards.join(out, "stats.json"), stats)
-    shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+    shards.write_json(shards.join(cfg.out_dir(), "stats.json"), stats)
     return stats
 
 

@@ -19,20 +19,10 @@ from lxml import etree
 
 MATH_ATTR = "data-wi-math"
 
-# One XPath per document (evaluated in C) finds every candidate; the Python loop then only
-# sees the few elements that can be math.
-_CANDIDATES = etree.XPath(
-    "//script[contains(@type, 'math/tex')]"
-    " | //*[contains(@class, 'MathJax') or contains(@class, 'MJX_Assistive')]"
-    " | //mjx-container"
-    " | //*[contains(@class, 'katex')]"
-    " | //*[contains(@class, 'mwe-math-element')]"
-    " | //math"
-    " | //img"
-)
-
 # Classes of MathJax v2 output that duplicate the TeX kept in the neighbouring script.
 _MATHJAX_RENDERED = re.compile(r"MathJax|MJX|mjx-chtml")
+# The outer frame of a MathJax v2 rendering (its assistive MathML sits inside).
+_MATHJAX_FRAME = re.compile(r"(?<![\w-])(?:MathJax(?:_Display|_SVG|_SVG_Display|_CHTML)?|mjx-chtml)(?![\w-])")
 _TEX_ENCODING = re.compile(r"tex|latex", re.I)
 _IMG_CLASS = re.compile(r"(?:^|[\s_-])(?:latex|tex|math|equation|formula|mathtex)(?:$|[\s_-])", re.I)
 _IMG_SRC = re.compile(
@@ -43,41 +33,60 @@ _SRC_TEX = re.compile(r"(?:latex\.php\?latex=|\.latex\?|mathtex\.cgi\?|mimetex\.
 _BR = re.compile(r"<br\s*/?>", re.I)
 
 
-def convert_math(root) -> int:
-    """Replace every formula under `root` by a `data-wi-math` element; return how many."""
-    if root is None:
+def convert_math(root, source: str | None = None) -> int:
+    """Replace every formula under `root` by a `data-wi-math` element; return how many.
+
+    `source`, the page's HTML text, lets pages without math markers skip the search.
+    """
+    if root is None or (source is not None and not any(m in source for m in _MARKERS)):
         return 0
-    try:
-        found = _CANDIDATES(root)
-    except Exception:  # a malformed tree must not break extraction
-        return 0
-    if not found:
-        return 0
-    scripts = [e for e in found if e.tag == "script"]
-    others = [e for e in found if e.tag != "script"]
+    # Every form is reachable from four tags (lxml filters tags in C; class tests in XPath
+    # cost a full scan per test): KaTeX, Wikipedia and MathJax-frame math all carry a
+    # <math> whose ancestors say which wrapper to replace.
+    scripts, others = [], []
+    for el in root.iter("script", "math", "mjx-container", "img"):
+        if el.tag == "script":
+            if "math/tex" in (el.get("type") or ""):
+                scripts.append(el)
+        else:
+            others.append(el)
     done = 0
     # Scripts first: they carry the original TeX, and their handler removes the rendered
-    # siblings, which the second loop would otherwise convert a second time.
+    # frames (which precede them and hold assistive MathML) so those are not converted too.
     for el in scripts:
         done += _script(el)
     for el in others:
         if not _attached(el, root):
             continue  # inside something already replaced or removed
-        tag = el.tag if isinstance(el.tag, str) else ""
-        cls = el.get("class") or ""
+        tag = el.tag
         if tag == "img":
             done += _img(el)
         elif tag == "mjx-container":
             done += _mjx_container(el)
-        elif "mwe-math-element" in cls:
-            done += _from_math_inside(el, display=_wiki_display(el))
-        elif "katex" in cls.split():
-            done += _katex(el)
-        elif tag == "math":
-            done += _math(el)
-        elif _MATHJAX_RENDERED.search(cls):
-            done += _mathjax_rendered(el, cls)
+        else:
+            done += _math_in_context(el)
     return done
+
+
+_MARKERS = ("math/tex", "<math", "<MATH", "mjx-container", "<img", "<IMG")
+
+
+def _math_in_context(m) -> int:
+    """Convert a <math>, replacing the widget that wraps it (KaTeX, Wikipedia, MathJax)."""
+    anc = m.getparent()
+    for _ in range(4):
+        if anc is None:
+            break
+        cls = anc.get("class") or ""
+        if cls:
+            if "mwe-math-element" in cls:
+                return _from_math_inside(anc, display=_wiki_display(anc))
+            if "katex" in cls.split():
+                return _katex(anc)
+            if _MATHJAX_FRAME.search(cls):
+                return _from_math_inside(anc, display="Display" in cls, keep_if_none=True)
+        anc = anc.getparent()
+    return _math(m)
 
 
 # -- handlers ------------------------------------------------------------------------------
@@ -97,14 +106,6 @@ def _script(el) -> int:
         return 0
     _replace(el, tex, display)
     return 1
-
-
-def _mathjax_rendered(el, cls: str) -> int:
-    """A MathJax v2 frame whose script is gone: use its assistive MathML if it has one."""
-    if "Preview" in cls:
-        return 0  # previews may hold the only TeX copy left; keep their text
-    display = "Display" in cls
-    return _from_math_inside(el, display=display, keep_if_none=True)
 
 
 def _mjx_container(el) -> int:
@@ -177,7 +178,9 @@ def _img(el) -> int:
         tex = _clean_alt(unquote_plus(m.group(1))) if m else ""
     if not tex:
         return 0
-    display = "display" in cls or _alone_in_block(el)
+    # WordPress marks display formulas only by \displaystyle at the start of a paragraph.
+    display = "display" in cls or _alone_in_block(el) or (
+        tex.startswith("\\displaystyle") and _starts_block(el))
     _replace(el, tex, display)
     return 1
 
@@ -185,8 +188,9 @@ def _img(el) -> int:
 # -- helpers -------------------------------------------------------------------------------
 
 def _wiki_display(el) -> bool:
-    for sub in el.iter():
-        c = sub.get("class") or "" if isinstance(sub.tag, str) else ""
+    # The a11y span and the fallback image are direct children of span.mwe-math-element.
+    for sub in el:
+        c = sub.get("class") or ""
         if "mathml-display" in c or "fallback-image-display" in c:
             return True
     return False
@@ -232,6 +236,12 @@ def _alone_in_block(el) -> bool:
         if sib is not el and isinstance(sib.tag, str) and sib.tag != "br":
             return False
     return True
+
+
+def _starts_block(el) -> bool:
+    parent = el.getparent()
+    return parent is not None and parent.tag in ("p", "div", "center", "dd") and \
+        not (parent.text or "").strip() and parent.index(el) == 0
 
 
 def _attached(el, root) -> bool:
