@@ -11,6 +11,7 @@ from pipeline.recall import domains as dom
     ("http://www.bbc.co.uk/news", "bbc.co.uk"),
     ("https://en.m.wikipedia.org/wiki/Variance", "wikipedia.org"),
     ("http://llm-webkit-tests.invalid/x.html", "llm-webkit-tests.invalid"),
+    ("https://plainblogaboutpolitics.blogspot.com/2011/12/x", "plainblogaboutpolitics.blogspot.com"),
     ("not a url", ""),
 ])
 def test_registered_domain(url, expected):

@@ -17,6 +17,7 @@ class RecallConfig:
     threshold: float = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
     prefilter: bool = option(True, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages")
     prefilter_threshold: float = option(0.05, "cheap-text score below which a page is dropped without full extraction")
+    min_latin_share: float = option(0.5, "drop pages whose letters are less than this share Latin script (0 keeps all scripts)")
     min_chars: int = option(200, "drop pages whose extracted text is shorter than this")
     max_page_bytes: int = option(2_000_000, "drop HTML payloads larger than this (Common Crawl truncates at 1 MiB)")
     num_shards: int = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")

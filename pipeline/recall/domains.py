@@ -23,12 +23,15 @@ def _extractor():
     import tldextract
 
     # suffix_list_urls=() uses the public-suffix snapshot bundled with tldextract: no network.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+    # Private suffixes count (blogspot.com, github.io): each blog is its own site,
+    # which is the grain at which a domain round should judge it.
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None, include_psl_private_domains=True)
 
 
 @functools.lru_cache(maxsize=65536)
 def registered_domain(url: str) -> str:
-    """eTLD+1 of a URL (`math.stackexchange.com` -> `stackexchange.com`); the host when unknown."""
+    """eTLD+1 of a URL (`math.stackexchange.com` -> `stackexchange.com`,
+    `a.blogspot.com` stays itself); the host when unknown."""
     try:
         host = urlsplit(url).hostname or ""
     except ValueError:

@@ -45,6 +45,7 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
         "prefilter": cfg.prefilter,
         "prefilter_threshold": cfg.prefilter_threshold,
         "min_chars": cfg.min_chars,
+        "min_latin_share": cfg.min_latin_share,
         "max_page_bytes": cfg.max_page_bytes,
         "round": cfg.round,
     }

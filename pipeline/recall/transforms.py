@@ -42,7 +42,7 @@ class ScorePages:
     """
 
     def __init__(self, classifier_path: str, threshold: float, prefilter: bool,
-                 prefilter_threshold: float, min_chars: int, round_: int):
+                 prefilter_threshold: float, min_chars: int, round_: int, min_latin_share: float = 0.0):
         from pipeline.recall.classifier import Classifier
 
         self.clf = Classifier.load(classifier_path)
@@ -51,40 +51,55 @@ class ScorePages:
         self.prefilter_threshold = prefilter_threshold
         self.min_chars = min_chars
         self.round = round_
+        self.min_latin_share = min_latin_share
+
+    def _other_script(self, text: str, count) -> bool:
+        from pipeline.text.script import latin_share
+
+        if self.min_latin_share > 0 and latin_share(text) < self.min_latin_share:
+            count("dropped_non_latin_script", 1)
+            return True
+        return False
 
     def __call__(self, page: dict[str, Any], count, tallies: dict[str, dict]) -> dict | None:
+        """The recalled document for `page`, or None; every page is added to its domain's tally."""
+        url = page["url"]
+        domain = dom.registered_domain(url)
+        doc, score = self._decide(page, domain, count)
+        dom.add_page(tallies.setdefault(domain, dom.new_tally()), url, score, doc is not None)
+        return doc
+
+    def _decide(self, page: dict[str, Any], domain: str, count) -> tuple[dict | None, float]:
         from pipeline.text.html_text import cheap_text, html_to_text
         from pipeline.text.normalize import content_hash
 
         url = page["url"]
-        domain = dom.registered_domain(url)
-        tally = tallies.setdefault(domain, dom.new_tally())
         prescore = -1.0
         if self.prefilter:
-            prescore = self.clf.score(cheap_text(page["html"]))
+            cheap = cheap_text(page["html"])
+            if self._other_script(cheap, count):
+                return None, 0.0
+            prescore = self.clf.score(cheap)
             if prescore < self.prefilter_threshold:
                 count("dropped_prefilter", 1)
-                count("pages_scored", 1)
-                dom.add_page(tally, url, prescore, False)
-                return None
+                return None, prescore
         try:
             text = html_to_text(page["html"], url)
         except Exception as err:  # the extractor promises not to raise; never lose the job if it does
             count("dropped_extract_error", 1)
             log.warning("extraction failed for %s: %s", url, err)
-            return None
+            return None, 0.0
         count("pages_extracted", 1)
+        if not self.prefilter and self._other_script(text, count):
+            return None, 0.0
         if len(text) < self.min_chars:
             count("dropped_too_short", 1)
-            dom.add_page(tally, url, 0.0, False)
-            return None
+            return None, 0.0
         score = self.clf.score(text)
         count("pages_scored", 1)
-        kept = score >= self.threshold
-        dom.add_page(tally, url, score, kept)
-        if not kept:
+        if score < self.threshold:
             count("dropped_below_threshold", 1)
-            return None
+            return None, score
         count("pages_recalled", 1)
         return {
             "id": doc_id(url, page["record_id"]),
@@ -99,7 +114,7 @@ class ScorePages:
             "fetch_date": page.get("fetch_date", ""),
             "prescore": round(float(prescore), 6),
             "round": self.round,
-        }
+        }, score
 
 
 class RecallFile(beam.DoFn):
@@ -116,7 +131,7 @@ class RecallFile(beam.DoFn):
     def setup(self):
         c = self.cfg
         self.scorer = ScorePages(c["classifier_path"], c["threshold"], c["prefilter"],
-                                 c["prefilter_threshold"], c["min_chars"], c["round"])
+                                 c["prefilter_threshold"], c["min_chars"], c["round"], c["min_latin_share"])
 
     def process(self, path: str) -> Iterator[tuple[str, Any]]:
         count = StageCounter(STAGE)

@@ -22,14 +22,18 @@ MATH_ATTR = "data-wi-math"
 # Classes of MathJax v2 output that duplicate the TeX kept in the neighbouring script.
 _MATHJAX_RENDERED = re.compile(r"MathJax|MJX|mjx-chtml")
 # The outer frame of a MathJax v2 rendering (its assistive MathML sits inside).
-_MATHJAX_FRAME = re.compile(r"(?<![\w-])(?:MathJax(?:_Display|_SVG|_SVG_Display|_CHTML)?|mjx-chtml)(?![\w-])")
+_MATHJAX_FRAME = re.compile(
+    r"(?<![\w-])(?:MathJax(?:_Display|_SVG|_SVG_Display|_CHTML)?|mjx-chtml)(?![\w-])")
 _TEX_ENCODING = re.compile(r"tex|latex", re.I)
-_IMG_CLASS = re.compile(r"(?:^|[\s_-])(?:latex|tex|math|equation|formula|mathtex)(?:$|[\s_-])", re.I)
+_IMG_STRONG = re.compile(r"(?:^|[\s_-])(?:latex|tex|mathtex)(?:$|[\s_-])", re.I)
+_IMG_CLASS = re.compile(r"(?:^|[\s_-])(?:math|equation|formula)(?:$|[\s_-])", re.I)
+_MATHY = re.compile(r"[\\^_={}+*/<>|()0-9-]")
 _IMG_SRC = re.compile(
     r"latex|mathtex|mimetex|codecogs|texvc|/math/render|tex\?|\.tex\b|cht=tx|/equation", re.I
 )
 # Where a LaTeX image service puts the TeX in its URL, for images without a usable alt.
-_SRC_TEX = re.compile(r"(?:latex\.php\?latex=|\.latex\?|mathtex\.cgi\?|mimetex\.cgi\?|chl=)([^&]+)")
+_SRC_TEX = re.compile(
+    r"(?:latex\.php\?latex=|\.latex\?|mathtex\.cgi\?|mimetex\.cgi\?|chl=)([^&]+)")
 _BR = re.compile(r"<br\s*/?>", re.I)
 
 
@@ -170,13 +174,15 @@ def _from_math_inside(el, display: bool, keep_if_none: bool = False) -> int:
 def _img(el) -> int:
     cls = el.get("class") or ""
     src = el.get("src") or ""
-    if not (_IMG_CLASS.search(cls) or _IMG_SRC.search(src)):
+    strong = _IMG_STRONG.search(cls) or _IMG_SRC.search(src)
+    if not (strong or _IMG_CLASS.search(cls)):
         return 0
     tex = _clean_alt(el.get("alt") or "")
     if not tex:
         m = _SRC_TEX.search(src)
         tex = _clean_alt(unquote_plus(m.group(1))) if m else ""
-    if not tex:
+    # A class like "math-logo" alone is weak evidence: the alt must look like a formula.
+    if not tex or not (strong or len(tex) <= 3 or _MATHY.search(tex)):
         return 0
     # WordPress marks display formulas only by \displaystyle at the start of a paragraph.
     display = "display" in cls or _alone_in_block(el) or (
