@@ -23,11 +23,11 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def small_classifier(tmp_path_factory) -> str:
     """A real fastText classifier trained on the bundled seeds, smaller than the paper settings
-    (dim 64, 50k buckets) so the pipeline tests stay fast; recall tests use it."""
+    (dim 128, 50k buckets) so the pipeline tests stay fast; recall tests use it."""
     from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
     out = tmp_path_factory.mktemp("clf") / "classifier.bin"
-    cfg = ClassifierConfig(dim=64, bucket=50_000, threads=1)
+    cfg = ClassifierConfig(dim=128, bucket=50_000, threads=1)
     train_classifier(load_texts([str(SEEDS / "positive.jsonl.gz")]),
                      load_texts([str(SEEDS / "negative.jsonl.gz")]), str(out), cfg)
     return str(out)

@@ -1,0 +1,54 @@
+"""Two domain rounds on the bundled sample: select, retrain, recall again, report the overlap."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import shards
+from pipeline.recall import job
+from pipeline.recall.classifier import Classifier, ClassifierConfig
+from pipeline.recall.config import RecallConfig
+from pipeline.recall.rounds import DomainsConfig, run_round, select
+
+from conftest import SAMPLE_WARC, SEEDS
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_rounds(tmp_path, small_classifier):
+    recall_cfg = RecallConfig(warc=[str(SAMPLE_WARC / "*.warc*")], run=str(tmp_path), num_shards=2)
+    first = job.run(recall_cfg, small_classifier)
+    assert first["docs_written"] > 5
+
+    # Domains with two or more recalled pages are "educational"; the rest give round-2 negatives.
+    cfg = DomainsConfig(run=str(tmp_path), min_recalled=2, min_share=0.5,
+                        positives=[str(SEEDS / "positive.jsonl.gz")], negatives=[str(SEEDS / "negative.jsonl.gz")])
+    report = select(cfg)
+    assert "stackexchange.com" in report["selected"]
+    assert report["verdicts"]["mathhelpforum.com"] == "too_few_recalled"
+    assert shards.read_json(str(tmp_path / "domains" / "selected.json"))["selected"] == report["selected"]
+
+    result = run_round(cfg, recall_cfg, ClassifierConfig(dim=128, bucket=50_000, threads=1))
+    round_dir = tmp_path / "domains" / "round-2"
+    assert Classifier.load(str(round_dir / "classifier.bin")).threshold > 0
+    assert result["training"]["positives_from_selected_domains"] >= 4
+    assert result["training"]["negatives_from_other_domains"] >= 1
+    second = shards.read_json(str(round_dir / "recall" / "stats.json"))
+    docs = list(shards.read_shards(str(round_dir / "recall")))
+    assert docs and all(d["round"] == 2 for d in docs)
+    ov = shards.read_json(str(round_dir / "overlap.json"))["overlap"]
+    assert ov["previous"] == first["docs_written"] and ov["current"] == second["docs_written"]
+    assert ov["both"] + ov["only_current"] == ov["current"]
+    assert ov["share_of_current_already_found"] == round(ov["both"] / ov["current"], 4)
+    # The documents of rejected domains were negatives: round 2 should not keep more of them.
+    rejected = {d for d, v in report["verdicts"].items() if v != "selected"}
+    prev = {d["url"] for d in shards.read_shards(str(tmp_path / "recall")) if d["domain"] in rejected}
+    cur = {d["url"] for d in docs if d["domain"] in rejected}
+    assert len(cur) <= len(prev)
+
+
+def test_no_domain_selected_is_a_clear_error(tmp_path, small_classifier):
+    recall_cfg = RecallConfig(warc=[str(SAMPLE_WARC / "pages.warc.gz")], run=str(tmp_path), num_shards=1)
+    job.run(recall_cfg, small_classifier)
+    cfg = DomainsConfig(run=str(tmp_path), min_recalled=10_000)
+    with pytest.raises(ValueError, match="no domain passed the rules"):
+        run_round(cfg, recall_cfg, ClassifierConfig(dim=16, bucket=1000))
