@@ -360,3 +360,15 @@ def test_load_reference_pairs_reads_content(tmp_path):
     (tmp_path / "expected" / "a.llmwebkit.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
     pairs = load_reference_pairs(tmp_path)
     assert [(n, p.name, c) for n, p, c in pairs] == [("a", "a.html", "x")]
+
+
+def test_decode_declared_legacy_charsets_use_their_supersets():
+    # GBK-only characters in a page labelled gb2312 (common on Chinese sites), one bad byte at the end.
+    text = "数学题：求解方程 x^2 = 4，答案是 ±2。镕"
+    data = text.encode("gbk")
+    got, reason = decode_html(data, "gb2312")
+    assert got == text and reason == ""
+    got, reason = decode_html(data + b"\xff" + text.encode("gbk") * 20, "gb2312")
+    assert got.startswith(text) and reason == "lossy"
+    got, reason = decode_html("テスト".encode("cp932"), "shift_jis")
+    assert got == "テスト"

@@ -25,6 +25,18 @@ def _run(tmp_path, clf, name="recall", **kw):
     return cfg, stats, metrics, docs
 
 
+def assert_page_accounting(stats):
+    """Every decoded page ends in exactly one place, with the prefilter on or off."""
+    early = stats.get("dropped_prefilter", 0) + stats.get("dropped_extract_error", 0)
+    gate = stats.get("dropped_non_latin_script", 0)
+    later = stats.get("dropped_too_short", 0) + stats.get("dropped_below_threshold", 0) + stats["pages_recalled"]
+    if stats.get("pages_extracted", 0) + early + gate == stats["pages_decoded"]:  # gate before extraction
+        assert stats["pages_extracted"] == later
+    else:  # gate on the extracted text
+        assert stats["pages_decoded"] == early + stats["pages_extracted"]
+        assert stats["pages_extracted"] == gate + later
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, small_classifier):
     return _run(tmp_path_factory.mktemp("local"), small_classifier)
@@ -43,10 +55,7 @@ def test_outputs_and_accounting(local_run):
         stats.get(k, 0) for k in ("dropped_content_type", "dropped_truncated_record", "dropped_empty",
                                   "dropped_http_status", "dropped_oversized", "dropped_undecodable",
                                   "dropped_no_http_headers", "dropped_malformed_record"))
-    assert stats["pages_decoded"] == stats.get("dropped_prefilter", 0) + stats.get(
-        "dropped_non_latin_script", 0) + stats["pages_extracted"] + stats.get("dropped_extract_error", 0)
-    assert stats["pages_extracted"] == stats.get("dropped_too_short", 0) + stats.get(
-        "dropped_below_threshold", 0) + stats["pages_recalled"]
+    assert_page_accounting(stats)
     assert stats["pages_recalled"] == stats["docs_written"] + stats["dropped_duplicate_url"] + stats[
         "dropped_duplicate_content"]
     assert stats["docs_written"] == len(docs)
@@ -76,6 +85,15 @@ def test_documents(local_run):
     assert sum(r["pages_recalled"] for r in rows) == stats["pages_recalled"]
     se = next(r for r in rows if r["domain"] == "stackexchange.com")
     assert se["pages_recalled"] >= 2 and se["top_paths"][0][0] == "/questions"
+
+
+def test_prefilter_keeps_the_math_pages(tmp_path, local_run, small_classifier):
+    _, stats, _, docs = local_run
+    _, stats_pf, _, docs_pf = _run(tmp_path, small_classifier, prefilter=True)
+    assert stats_pf["dropped_prefilter"] > 0
+    assert_page_accounting(stats_pf)
+    math = {d["url"] for d in docs if d["score"] > 0.9}
+    assert math <= {d["url"] for d in docs_pf}
 
 
 def test_deterministic_and_rerun_replaces(tmp_path, local_run, small_classifier):

@@ -15,7 +15,8 @@ class RecallConfig:
     out: str = option("", "output directory (default RUN/recall)")
     classifier: str = option("", "fastText model (default RUN/classifier/classifier.bin, trained from the bundled seeds when absent)")
     threshold: float = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
-    prefilter: bool = option(True, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages")
+    prefilter: bool = option(False, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages "
+                             "(off by default: our extraction is fast enough that it did not pay on real pages, see bench/RESULTS.md)")
     prefilter_threshold: float = option(0.05, "cheap-text score below which a page is dropped without full extraction")
     min_latin_share: float = option(0.5, "drop pages whose letters are less than this share Latin script (0 keeps all scripts)")
     min_chars: int = option(200, "drop pages whose extracted text is shorter than this")

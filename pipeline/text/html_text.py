@@ -36,6 +36,12 @@ _CONTROL_BYTES = bytes(list(range(0, 9)) + [14, 15, 16, 17, 26, 27])
 UNDECODABLE_RATIO = 0.01
 
 
+# Browsers decode these labels with a superset encoding (WHATWG Encoding Standard): pages labelled
+# gb2312 routinely contain GBK characters, shift_jis pages Windows-932 ones, and so on.
+_SUPERSET = {"gb2312": "gb18030", "gbk": "gb18030", "big5": "big5hkscs", "shift_jis": "cp932",
+             "euc_kr": "cp949", "iso8859-9": "cp1254", "iso8859-11": "cp874", "tis-620": "cp874"}
+
+
 def _codec(label: str | None) -> str | None:
     if not label:
         return None
@@ -43,7 +49,8 @@ def _codec(label: str | None) -> str | None:
     if label in ("utf8mb4", "utf-8mb4"):
         label = "utf-8"
     try:
-        return codecs.lookup(label).name
+        name = codecs.lookup(label).name
+        return _SUPERSET.get(name, name)
     except LookupError:
         return None
 
@@ -73,6 +80,7 @@ def decode_html(data: bytes, declared_charset: str | None = None) -> tuple[str, 
         return text, "undecodable"
     meta = _META_CHARSET.search(head)
     non_ascii = not data.isascii()
+    declared_failed = None
     for enc in (_codec(declared_charset),
                 _codec(meta.group(1).decode("ascii", "ignore")) if meta else None):
         if enc is None:
@@ -85,11 +93,18 @@ def decode_html(data: bytes, declared_charset: str | None = None) -> tuple[str, 
         try:
             return data.decode(enc), ""
         except (UnicodeDecodeError, LookupError):
+            declared_failed = declared_failed or enc
             continue
     try:
         return data.decode("utf-8"), ""
     except UnicodeDecodeError:
         pass
+    if declared_failed:
+        # A page in its declared charset with a few bad bytes: keep the charset, replace the bytes
+        # (guessing cp1252 instead would turn every CJK character into mojibake).
+        text, reason = _with_replacement(data, declared_failed)
+        if reason != "undecodable":
+            return text, reason
     # UTF-8 with a few damaged bytes is still UTF-8: when valid multi-byte characters
     # outnumber the damage, keep UTF-8 rather than turning every accent into mojibake.
     text = data.decode("utf-8", errors="replace")
