@@ -11,11 +11,13 @@ CONFIG   ?= infra/recipes/sample.yaml
 WARC     ?=
 RUNNER   ?=
 WORKERS  ?=
+CLASSIFIER ?=
 PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
 RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
-                $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS))
+                $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) \
+                $(if $(CLASSIFIER),--classifier $(CLASSIFIER))
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
 .PHONY: help install demo recall classifier domains domain-round test test-fast bench clean

@@ -141,3 +141,12 @@ def test_make_recall_on_any_warcs(tmp_path, shared):
     assert stats["warc_files"] == 6 and stats["records_read"] == 138
     assert (tmp_path / "classifier" / "classifier.json").exists()
     assert shards.list_shards(str(tmp_path / "recall"))
+
+
+def test_make_recall_on_the_dask_runner(tmp_path, small_classifier):
+    out = subprocess.run(["make", "-s", "recall", "RUNNER=dask", "WORKERS=2", f"RUN={tmp_path}",
+                          f"CLASSIFIER={small_classifier}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stats = shards.read_json(str(tmp_path / "recall" / "stats.json"))
+    assert stats["warc_files"] == 6 and stats["docs_written"] > 5
+    assert shards.read_json(str(tmp_path / "recall" / "config.json"))["runner"] == "dask"
