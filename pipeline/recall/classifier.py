@@ -63,7 +63,7 @@ class ClassifierConfig:
                                  "threshold reaching target_precision on held-out, else best "
                                  "F1) or 'percentile' (keep the top `percentile` percent of "
                                  "held-out docs)")
-    target_precision: float = option(0.9, "held-out precision the 'precision' rule must reach")
+    target_precision: float = option(0.98, "held-out precision the 'precision' rule must reach")
     percentile: float = option(50.0, "'percentile' rule: percent of held-out documents (both "
                                      "classes) scoring at or above the threshold")
     max_chars: int = option(20000, "characters of normalised text the classifier sees")
