@@ -46,6 +46,10 @@ class RecalledDocument:
     fetch_date: str = ""
     prescore: float = -1.0  # score of the cheap text, -1 when the cheap pass was off
     round: int = 1  # domain round that recalled it
+    # Q&A the page declares in its markup (schema.org JSON-LD / microdata): [{question, answers:
+    # [{text, accepted, score}]}]; the extract stage takes these without an LLM call.
+    structured: list = field(default_factory=list)
+    structured_source: str = ""  # "jsonld" | "microdata" | ""
 
 
 @dataclass
@@ -60,7 +64,23 @@ class DomainRow:
     top_paths: list = field(default_factory=list)  # [[path prefix, recalled pages], ...]
 
 
-SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow}
+@dataclass
+class QAPair:
+    """A question-answer pair found in a recalled document: the `extract` stage's output record."""
+
+    id: str  # sha1 of doc id + question: stable across reruns
+    doc_id: str
+    url: str
+    domain: str
+    question: str
+    answer: str
+    extractor: str  # "structured:<jsonld|microdata>" or "llm:<model>"
+    chunk: int = -1  # chunk of the document the LLM saw; -1 for structured pages
+    raw: str = ""  # the LLM's raw reply (or the structured item) kept for audit
+    doc_score: float = 0.0  # recall classifier score of the document
+
+
+SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow, "extract": QAPair}
 
 
 def field_names(schema: type) -> list[str]:

@@ -22,6 +22,7 @@ from infra.runners import beam_runner
 from pipeline import shards
 from pipeline.recall import transforms as T
 from pipeline.recall.config import RecallConfig
+from pipeline.stage import finish
 from pipeline.stats import beam_counters, format_stats
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
         | "WriteShards" >> beam.FlatMap(T.write_outputs, out, cfg.num_shards)
         | "KeyAll" >> beam.Map(lambda item: (0, item))
         | "GroupAll" >> beam.GroupByKey()
-        | "Finish" >> beam.Map(T.finish, out, cfg.num_shards)
+        | "Finish" >> beam.Map(finish, out, cfg.num_shards, ("domains.jsonl.gz",))
     )
 
 

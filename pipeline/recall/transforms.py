@@ -19,14 +19,11 @@ from pipeline import shards
 from pipeline.recall import domains as dom
 from pipeline.recall.warc import read_pages
 from pipeline.schema import DomainRow, RecalledDocument
+from pipeline.stage import bucket
 from pipeline.stats import Progress, StageCounter, merge
 
 log = logging.getLogger(__name__)
 STAGE = "recall"
-
-
-def bucket(key: str, n: int) -> int:
-    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % n
 
 
 def doc_id(url: str, record_id: str) -> str:
@@ -102,6 +99,11 @@ class ScorePages:
             count("dropped_below_threshold", 1)
             return None, score
         count("pages_recalled", 1)
+        from pipeline.extract.structured import structured_qa
+
+        structured, source = structured_qa(page["html"])
+        if structured:
+            count(f"pages_structured_{source}", 1)
         return {
             "id": doc_id(url, page["record_id"]),
             "url": url,
@@ -115,6 +117,8 @@ class ScorePages:
             "fetch_date": page.get("fetch_date", ""),
             "prescore": round(float(prescore), 6),
             "round": self.round,
+            "structured": structured,
+            "structured_source": source,
         }, score
 
 
@@ -224,33 +228,8 @@ def write_outputs(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_s
         rows = dom.sort_rows(payload for _, payload in items)
         shards.write_shard(shards.join(out_dir, "domains.jsonl.gz"), rows, DomainRow)
         count("domains", len(rows))
-        yield ("table", "domains.jsonl.gz")
+        yield ("file", "domains.jsonl.gz")
     else:
         for _, payload in items:
             yield ("stats", payload)
     yield ("stats", count.drain())
-
-
-def finish(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: int) -> dict[str, int]:
-    """Write empty shards for buckets that got no documents, remove stale ones, write stats.json."""
-    _, items = kv
-    written = set()
-    stats = []
-    has_table = False
-    for kind, payload in items:
-        if kind == "shard":
-            written.add(payload)
-        elif kind == "table":
-            has_table = True
-        else:
-            stats.append(payload)
-    expected = [shards.join(out_dir, shards.shard_name(i, num_shards)) for i in range(num_shards)]
-    for path in expected:
-        if path not in written:
-            shards.write_shard(path, [])
-    shards.remove_stale_shards(out_dir, expected)
-    if not has_table:  # no page was scored at all: still replace an earlier run's table
-        shards.write_shard(shards.join(out_dir, "domains.jsonl.gz"), [])
-    total = merge(stats)
-    shards.write_json(shards.join(out_dir, "stats.json"), total)
-    return total

@@ -1,0 +1,33 @@
+"""Settings of the extract stage (recipe section `extract`; the LLM endpoint is section `llm`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import option
+
+
+@dataclass
+class ExtractConfig:
+    run: str = option("runs/sample", "run directory; extract reads RUN/recall and writes RUN/extract/")
+    input: str = option("", "recall directory to read (default RUN/recall)")
+    out: str = option("", "output directory (default RUN/extract)")
+    chunk_chars: int = option(6000, "longest document chunk sent to the LLM, in characters")
+    overlap_chars: int = option(600, "characters shared by consecutive chunks")
+    use_structured: bool = option(True, "take pairs from schema.org QAPage/FAQPage markup without an LLM call")
+    structured_answers: int = option(1, "answers kept per structured question (accepted or top-voted first)")
+    max_chunks_per_doc: int = option(8, "chunks of one document sent to the LLM at most (the rest are counted and skipped)")
+    batch_docs: int = option(16, "documents whose LLM requests are sent together (concurrency comes from the client)")
+    num_shards: int = option(2, "output shards")
+    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
+    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
+    dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
+    runner_options: list[str] = option([], "extra Beam pipeline options")
+
+    def input_dir(self) -> str:
+        return self.input or f"{self.run.rstrip('/')}/recall"
+
+    def out_dir(self) -> str:
+        return self.out or f"{self.run.rstrip('/')}/extract"
+
+    def cache_path(self) -> str:
+        return f"{self.run.rstrip('/')}/cache/llm.sqlite"

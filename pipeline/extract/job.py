@@ -1,0 +1,100 @@
+"""The extract stage as a Beam pipeline: recalled documents -> question-answer pairs.
+
+    recall shard paths -> ExtractShard (structured pairs; chunks -> LLM -> pairs; per-doc merge)
+                       -> shuffle by pair id -> write shards -> shuffle to one key -> stats.json
+
+With no LLM endpoint configured the stage starts the local server (infra/llm_server.py) for its
+run and stops it afterwards. Finished LLM replies live in RUN/cache/llm.sqlite, so a rerun after a
+crash (or of a finished stage) sends only the requests that never completed.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from typing import Any, Iterator
+
+import apache_beam as beam
+
+from infra.runners import beam_runner
+from pipeline import shards
+from pipeline.extract import prompt
+from pipeline.extract import transforms as T
+from pipeline.extract.config import ExtractConfig
+from pipeline.llm.config import LLMConfig
+from pipeline.schema import QAPair
+from pipeline.stage import finish, key_by_shard, write_records
+from pipeline.stats import format_stats
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def llm_endpoint(llm: LLMConfig) -> Iterator[LLMConfig]:
+    """`llm` with a reachable URL and model: the given endpoint, or a local server for this run."""
+    from pipeline.llm.client import check_endpoint, resolve_model
+
+    if llm.url:
+        check_endpoint(llm)
+        yield llm if llm.model else dataclasses.replace(llm, model=resolve_model(llm))
+        return
+    from infra.llm_server import LocalLLMServer, detached_url
+
+    url = detached_url()
+    if url:
+        log.info("using the running local LLM server at %s", url)
+        cfg = dataclasses.replace(llm, url=[url])
+        yield dataclasses.replace(cfg, model=cfg.model or resolve_model(cfg))
+        return
+    log.info("no LLM endpoint given (LLM_URL): starting the local server for this run")
+    with LocalLLMServer() as server:
+        yield dataclasses.replace(llm, url=[server.url], model=llm.model or server.model)
+
+
+def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfig) -> None:
+    out = cfg.out_dir()
+    dofn_cfg = {**dataclasses.asdict(cfg), "cache": cfg.cache_path()}
+    (
+        p
+        | "RecallShards" >> beam.Create(inputs)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "ExtractShard" >> beam.ParDo(T.ExtractShard(dofn_cfg, dataclasses.asdict(llm)))
+        | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.FlatMap(write_records, T.STAGE, out, cfg.num_shards, QAPair)
+        | "KeyAll" >> beam.Map(lambda item: (0, item))
+        | "GroupAll" >> beam.GroupByKey()
+        | "Finish" >> beam.Map(finish, out, cfg.num_shards)
+    )
+
+
+def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
+    inputs = shards.list_shards(cfg.input_dir())
+    if not inputs:
+        raise shards.MissingInput(f"no recall output in {cfg.input_dir()}: run `make recall` (webinstruct recall) first")
+    out = cfg.out_dir()
+    shards.makedirs(out)
+    shards.makedirs(cfg.cache_path().rsplit("/", 1)[0])
+    t0 = time.monotonic()
+    with llm_endpoint(llm) as llm:
+        log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
+        with beam_runner(cfg.runner, cfg.workers, cfg.dask_address, cfg.runner_options) as (runner, options):
+            p = beam.Pipeline(runner=runner, options=options)
+            build(p, inputs, cfg, llm)
+            result = p.run()
+            result.wait_until_finish()
+            client = getattr(result, "client", None)
+            if client is not None:
+                client.close()
+    stats = shards.read_json(shards.join(out, "stats.json"))
+    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
+    shards.write_json(shards.join(out, "stats.json"), stats)
+    shards.write_json(shards.join(out, "config.json"),
+                      {**dataclasses.asdict(cfg), "llm": {**dataclasses.asdict(llm), "api_key": "***"},
+                       "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs})
+    return stats
+
+
+def summary(stats: dict[str, Any], out_dir: str) -> str:
+    return format_stats(stats, f"extract -> {out_dir}")

@@ -1,0 +1,122 @@
+"""The extract stage's main step: recalled documents -> question-answer pairs.
+
+One element per recall shard (the unit of parallel work, as a WARC file is for recall). Inside a
+shard, documents go in batches: structured pages give their pairs directly; the others are
+chunked and all chunk requests of a batch go to the LLM client together, which keeps
+`max_concurrency` requests in flight and answers finished ones from the persistent cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any, Iterator
+
+import apache_beam as beam
+
+from pipeline import shards
+from pipeline.extract import prompt
+from pipeline.extract.chunking import chunk_text, merge_pairs
+from pipeline.schema import RecalledDocument
+from pipeline.stats import Progress, StageCounter
+
+log = logging.getLogger(__name__)
+STAGE = "extract"
+
+
+def pair_id(doc_id: str, question: str) -> str:
+    return hashlib.sha1(f"{doc_id}\n{question}".encode("utf-8")).hexdigest()[:20]
+
+
+def _record(doc: dict, question: str, answer: str, extractor: str, chunk: int, raw: str) -> dict:
+    return {"id": pair_id(doc["id"], question), "doc_id": doc["id"], "url": doc["url"],
+            "domain": doc.get("domain", ""), "question": question, "answer": answer,
+            "extractor": extractor, "chunk": chunk, "raw": raw, "doc_score": doc.get("score", 0.0)}
+
+
+def structured_pairs(doc: dict, answers_per_question: int) -> list[dict]:
+    out = []
+    for item in doc.get("structured") or []:
+        for ans in item["answers"][:answers_per_question]:
+            out.append(_record(doc, item["question"], ans["text"], f"structured:{doc['structured_source']}",
+                               -1, json.dumps({"accepted": ans["accepted"], "score": ans["score"]})))
+    return out
+
+
+class ExtractShard(beam.DoFn):
+    """A recall shard path -> ("record", QAPair dict)..., ("stats", counts)."""
+
+    def __init__(self, cfg: dict[str, Any], llm: dict[str, Any]):
+        self.cfg = cfg
+        self.llm = llm
+        self.client = None
+
+    def setup(self):
+        from pipeline.llm.cache import RequestCache
+        from pipeline.llm.client import LLMClient
+        from pipeline.llm.config import LLMConfig
+
+        self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
+
+    def process(self, shard_path: str) -> Iterator[tuple[str, Any]]:
+        count = StageCounter(STAGE)
+        client = self._make_client(count)
+        docs = list(shards.iter_shard(shard_path, RecalledDocument))
+        progress = Progress(f"extract {shard_path}")
+        size = max(1, self.cfg["batch_docs"])
+        for start in range(0, len(docs), size):
+            yield from self._batch(docs[start:start + size], client, count)
+            progress.maybe(docs=min(start + size, len(docs)), pairs=count.get("pairs_out"))
+        yield ("stats", count.drain())
+
+    def _batch(self, docs: list[dict], client, count) -> Iterator[tuple[str, Any]]:
+        c = self.cfg
+        requests, owners = [], []
+        for doc in docs:
+            count("docs_in", 1)
+            if c["use_structured"] and doc.get("structured"):
+                pairs = structured_pairs(doc, c["structured_answers"])
+                count("docs_structured", 1)
+                count("pairs_structured", len(pairs))
+                count("pairs_out", len(pairs))
+                for p in pairs:
+                    yield ("record", p)
+                continue
+            chunks = chunk_text(doc["text"], c["chunk_chars"], c["overlap_chars"])
+            count("chunks", len(chunks))
+            if len(chunks) > c["max_chunks_per_doc"]:
+                count("dropped_chunks_over_limit", len(chunks) - c["max_chunks_per_doc"])
+                chunks = chunks[: c["max_chunks_per_doc"]]
+            for i, chunk in enumerate(chunks):
+                requests.append({"id": f"{doc['id']}:{i}", "messages": prompt.messages(chunk),
+                                 "schema": prompt.SCHEMA})
+                owners.append((doc, i))
+        if not requests:
+            return
+        count("llm_requests", len(requests))
+        results = client.complete(requests)
+        model = self.llm.get("model") or "llm"
+        found: dict[str, list[dict]] = {}
+        failed_docs: set[str] = set()
+        for (doc, i), res in zip(owners, results):
+            found.setdefault(doc["id"], [])
+            if not res.ok:
+                count(f"dropped_chunk_{res.error}", 1)
+                failed_docs.add(doc["id"])
+                continue
+            pairs = prompt.parse_pairs(res.data)
+            if not pairs:
+                count("chunks_void", 1)
+            found[doc["id"]] += [_record(doc, p["question"], p["answer"], f"llm:{model}", i, res.text)
+                                 for p in pairs]
+        for doc_id, pairs in found.items():
+            merged, dups = merge_pairs(pairs)
+            count("dropped_pair_duplicate_in_overlap", dups)
+            if not merged:
+                count("docs_void" if doc_id not in failed_docs else "docs_failed", 1)
+                continue
+            count("docs_with_pairs", 1)
+            count("pairs_llm", len(merged))
+            count("pairs_out", len(merged))
+            for p in merged:
+                yield ("record", p)
