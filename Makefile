@@ -12,15 +12,20 @@ WARC     ?=
 RUNNER   ?=
 WORKERS  ?=
 CLASSIFIER ?=
+LLM_URL  ?=
+LLM_MODEL ?=
 PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
 RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
                 $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) \
                 $(if $(CLASSIFIER),--classifier $(CLASSIFIER))
+EXTRACT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
+                 $(if $(WORKERS),--workers $(WORKERS)) $(if $(LLM_URL),--llm-url $(LLM_URL)) \
+                 $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract serve-llm stop-llm classifier domains domain-round test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -43,10 +48,20 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed  ## create .venv and install everything the CPU path needs
 
-demo: install  ## set up, then run recall and a second domain round on the bundled sample
+demo: install  ## set up, then run recall, a second domain round and extract on the bundled sample
 	$(WI) recall $(RECALL_FLAGS)
 	$(WI) domains table --run $(RUN) --top 15
 	$(WI) domains round --config $(CONFIG) --run $(RUN)
+	$(WI) extract $(EXTRACT_FLAGS)
+
+extract: install  ## RUN/recall -> RUN/extract (LLM_URL=http://host:8000/v1 LLM_MODEL=...; default: a local server)
+	$(WI) extract $(EXTRACT_FLAGS)
+
+serve-llm: install  ## start the local LLM server in the background and print its URL (stages use it)
+	$(WI) llm serve --detach
+
+stop-llm: install  ## stop the server started by serve-llm
+	$(WI) llm stop
 
 classifier: install  ## train the recall classifier from the bundled seeds into RUN/classifier
 	$(WI) classifier train --config $(CONFIG) --run $(RUN)

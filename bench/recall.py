@@ -186,18 +186,23 @@ Reading the numbers:
 """
 
 
-def write_results(path: Path, report: str, n_pages: int, args) -> None:
-    import platform
-
-    header = (f"## bench/recall.py\n\n`python bench/recall.py --repeat {args.repeat}` on "
-              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, one process, "
-              f"{n_pages} real HTML pages.\n\n")
+def replace_section(path: Path, name: str, body: str) -> None:
+    """Replace (or append) the `## name` section of RESULTS.md, keeping the other benchmarks'."""
     text = path.read_text() if path.exists() else "# Benchmark results\n\nLatest results of the scripts under `bench/`.\n\n"
-    start = text.find("## bench/recall.py")
+    start = text.find(f"## {name}")
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip() + "\n\n" + header + report + "\n" + NOTES)
+    path.write_text(text.rstrip() + f"\n\n## {name}\n\n" + body)
+
+
+def write_results(path: Path, report: str, n_pages: int, args) -> None:
+    import platform
+
+    header = (f"`python bench/recall.py --repeat {args.repeat}` on "
+              f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, one process, "
+              f"{n_pages} real HTML pages.\n\n")
+    replace_section(path, "bench/recall.py", header + report + "\n" + NOTES)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
     webinstruct domains table      the per-domain tally of a recall run
     webinstruct domains select     mark domains by rule (and an optional labeler)
     webinstruct domains round      retrain on selected domains, recall again, report the overlap
+    webinstruct extract            recalled documents -> question-answer pairs (LLM)
+    webinstruct llm serve | stop   the local OpenAI-compatible LLM server (make serve-llm / stop-llm)
 
 Settings come from a YAML recipe (`--config`, one section per stage) overridden by flags.
 """
@@ -31,7 +33,7 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamImportNoise())
-    for noisy in ("apache_beam", "distributed", "urllib3", "filelock", "tldextract"):
+    for noisy in ("apache_beam", "distributed", "urllib3", "filelock", "tldextract", "httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
@@ -74,6 +76,19 @@ def cmd_recall(args: argparse.Namespace) -> int:
     if not cfg.classifier:
         ensure_classifier(cfg.classifier_path(), recipe)
     stats = job.run(cfg)
+    print(job.summary(stats, cfg.out_dir()))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from pipeline.extract import job
+    from pipeline.extract.config import ExtractConfig
+    from pipeline.llm.config import LLMConfig
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(ExtractConfig, args, recipe, "extract")
+    llm = LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
+    stats = job.run(cfg, llm)
     print(job.summary(stats, cfg.out_dir()))
     return 0
 
@@ -147,6 +162,8 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from pipeline.extract.config import ExtractConfig
+    from pipeline.llm.config import LLMConfig
     from pipeline.recall.classifier import ClassifierConfig
     from pipeline.recall.config import RecallConfig
     from pipeline.recall.rounds import DomainsConfig
@@ -160,6 +177,26 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     C.add_arguments(p, RecallConfig)
     p.set_defaults(func=cmd_recall)
+
+    p = sub.add_parser("extract", help="recalled documents -> question-answer pairs (Beam job, LLM)",
+                       description="Find the question-answer pairs in recalled documents: from schema.org "
+                                   "markup where pages declare them, else with an LLM on an OpenAI-compatible "
+                                   "server (started locally when --llm-url / LLM_URL is not given).")
+    _common(p)
+    C.add_arguments(p, ExtractConfig, section="extract")
+    C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
+    p.set_defaults(func=cmd_extract)
+
+    llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
+    llm_sub = llm.add_subparsers(dest="action", required=True, metavar="ACTION")
+    from infra import llm_server
+
+    serve_p = llm_sub.add_parser("serve", help="start the local server (SmolLM2 on vLLM's CPU build by default)",
+                                 description="Start vLLM's OpenAI-compatible server on 127.0.0.1 and print its URL.")
+    stop_p = llm_sub.add_parser("stop", help="stop the server started with `llm serve --detach`")
+    for p in (serve_p, stop_p):
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    llm_server.add_arguments(serve_p, stop_p)
 
     clf = sub.add_parser("classifier", help="train or try the fastText recall classifier")
     clf_sub = clf.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -35,10 +35,13 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One `--flag` per dataclass field; defaults are left out so only given flags override."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", section: str = "") -> None:
+    """One `--flag` per dataclass field; defaults are left out so only given flags override.
+
+    `prefix` names the flags (`--llm-url` for field `url`) when two groups share a subcommand."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(f"{cls.__name__} (recipe section overrides)")
+    title = f"{cls.__name__} (recipe section `{section}`)" if section else f"{cls.__name__} (recipe section overrides)"
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.metadata.get("cli") is False:
             continue
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         elif origin is typing.Union:  # Optional[x]
             inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
             kwargs["type"] = inner
-        group.add_argument(_flag(f.name), **kwargs)
+        group.add_argument(_flag(prefix + f.name), **kwargs)
 
 
 def load_recipe(path: str | None) -> dict[str, Any]:

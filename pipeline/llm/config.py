@@ -1,0 +1,63 @@
+"""Settings of the shared LLM client (recipe sections `extract`, `refine`, `augment` embed them).
+
+Servers are any OpenAI-compatible endpoint (vLLM, llama.cpp's server, a hosted API). Environment
+variables LLM_URL, LLM_MODEL and LLM_API_KEY override the built config (`LLMConfig.from_env`), so a
+user can point every stage at a GPU server without editing a recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pipeline.config import option
+
+
+@dataclass
+class LLMConfig:
+    url: list[str] = option([], "OpenAI-compatible base URLs, load-balanced round-robin "
+                                "(empty: the stage starts the local server)")
+    model: str = option("", "served model name (empty: the first model the server lists at /v1/models)")
+    api_key: str = option("EMPTY", "API key sent to the server (local servers ignore it)")
+    max_concurrency: int = option(16, "requests in flight per worker process")
+    timeout_s: float = option(120.0, "seconds before one HTTP request is abandoned (then retried)")
+    transport_retries: int = option(3, "the openai client's own retries on connection errors, timeouts, 429 and 5xx")
+    semantic_retries: int = option(2, "our retries on invalid JSON, schema mismatch or a reply cut at max_tokens")
+    temperature: float = option(0.0, "sampling temperature (0: greedy)")
+    retry_temperature: float = option(0.5, "temperature floor on retries after invalid JSON or a schema mismatch "
+                                           "(greedy decoding would repeat the same reply whatever the seed)")
+    max_tokens: int = option(1024, "completion token budget per request")
+    max_tokens_cap: int = option(4096, "upper bound when a reply cut at max_tokens is retried with twice the budget")
+    seed: int = option(0, "sampling seed (varied on retries)")
+    retry_failed: bool = option(False, "send again requests whose final failure (cut at the cap, invalid JSON, "
+                                       "schema mismatch) is recorded in the cache")
+    cache: str = option("", "SQLite request cache (empty: RUN/llm_cache.sqlite, chosen by the stage)")
+
+    @classmethod
+    def from_env(cls, base: "LLMConfig") -> "LLMConfig":
+        """`base` with LLM_URL (comma or space separated), LLM_MODEL and LLM_API_KEY applied when set."""
+        changes: dict = {}
+        urls = os.environ.get("LLM_URL", "").strip()
+        if urls:
+            changes["url"] = [u for u in re.split(r"[,\s]+", urls) if u]
+        for var, field in (("LLM_MODEL", "model"), ("LLM_API_KEY", "api_key")):
+            value = os.environ.get(var, "").strip()
+            if value:
+                changes[field] = value
+        return dataclasses.replace(base, **changes) if changes else base
+
+    def base_urls(self) -> list[str]:
+        return [normalize_url(u) for u in self.url]
+
+
+def normalize_url(url: str) -> str:
+    """`host:8000` and `http://host:8000` become `http://host:8000/v1`; an explicit path is kept
+    (some gateways serve the API under their own prefix)."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    if urlsplit(url).path in ("", "/"):
+        url += "/v1"
+    return url
