@@ -6,7 +6,8 @@
    server by a plain asyncio loop with the same concurrency (no Beam, no cache, no parsing);
 2. extract: the real stage (`webinstruct extract` as a Beam job) on the same documents with an
    empty cache;
-3. rerun: the same stage again, which must send 0 requests.
+3. rerun: the same stage again, which must send 0 requests;
+4. the plain load again: the ceiling is the better of the two plain loads (after a warm-up).
 
 Printed: completion tokens/s and requests/s of each, the ratio extract/ceiling, and the rerun's
 requests. Without --llm-url the local server is started once for all three (greedy decoding, so
@@ -25,6 +26,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+NOTES = """
+Reading the numbers: the stage reaches about 60% of the server's ceiling, short of the 90% goal.
+The gap is structural, not the client's overhead (a cached request costs ~25 us, the client
+handles ~500 requests/s against a fake server): the stage sends one shard's documents at a time
+in batches and each batch waits for its slowest reply (a reply cut at max_tokens is the slowest),
+and on the in-process runner the shards run one after another, so the server idles at every
+barrier while the plain load keeps `concurrency` requests in flight to the end. The fix is to
+stream requests into the client across batches and shards (a submit/future interface instead of
+a batch call); see the issue notes. The rerun line is the cache at work: 0 requests sent.
+"""
 
 
 def ceiling(requests, llm, model: str, concurrency: int) -> dict:
@@ -81,7 +94,8 @@ def main() -> int:
     print(f"{len(docs)} documents needing the LLM -> {len(requests)} chunk requests; concurrency {args.concurrency}")
 
     with job.llm_endpoint(llm) as live, tempfile.TemporaryDirectory() as tmp:
-        base = ceiling(requests, live, live.model, args.concurrency)
+        ceiling(requests[: args.concurrency], live, live.model, args.concurrency)  # warm-up, not counted
+        first = ceiling(requests, live, live.model, args.concurrency)
         run = Path(tmp) / "run"
         (run / "recall").mkdir(parents=True)
         for p in shards.list_shards(str(recall_dir)):
@@ -91,12 +105,15 @@ def main() -> int:
         stats = job.run(ecfg, live)
         wall = time.perf_counter() - t0
         rerun = job.run(ecfg, live)
+        second = ceiling(requests, live, live.model, args.concurrency)
+    # The ceiling is the better of two plain loads, one before and one after the stage.
+    base = max(first, second, key=lambda b: b["completion_tokens"] / b["wall"])
     ours_tps = stats["completion_tokens"] / wall
     base_tps = base["completion_tokens"] / base["wall"]
     lines = [
         "| run | requests | completion tokens | wall s | completion tokens/s | requests/s |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| ceiling: plain concurrent load, same prompts | {base['requests']} | {base['completion_tokens']} | "
+        f"| ceiling: plain concurrent load, same prompts (best of 2) | {base['requests']} | {base['completion_tokens']} | "
         f"{base['wall']:.1f} | {base_tps:.1f} | {base['requests'] / base['wall']:.2f} |",
         f"| extract stage (Beam job, cache, parsing; {len(docs)} docs) | {stats['requests_sent']} | "
         f"{stats['completion_tokens']} | {wall:.1f} | {ours_tps:.1f} | {stats['requests_sent'] / wall:.2f} |",
@@ -113,7 +130,7 @@ def main() -> int:
 
         replace_section(Path(args.out), "bench/llm.py",
                         f"`python bench/llm.py` on {time.strftime('%Y-%m-%d')}: SmolLM2-135M on vLLM's CPU "
-                        f"build, 2 cores; the stage's wall time includes Beam's start-up.\n\n" + report + "\n")
+                        f"build, 2 cores; the stage's wall time includes Beam's start-up.\n\n" + report + "\n" + NOTES)
     return 0
 
 

@@ -21,7 +21,7 @@ from pipeline.recall.config import RecallConfig
 from pipeline.schema import QAPair
 
 from conftest import ROOT, SAMPLE_WARC
-from fault_server import FaultServer, dead_url, ok
+from fault_server import FaultServer, dead_url, ok, status
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +142,24 @@ def test_faulty_server_output_is_counted_not_fatal(recalled, tmp_path):
     assert stats["dropped_chunk_invalid_json"] == stats["llm_requests"]
     assert stats["retries_invalid_json"] == stats["llm_requests"]
     assert stats["docs_failed"] > 0 and stats["pairs_out"] == stats["pairs_structured"] == 3
+
+
+def test_server_dying_mid_run_stops_the_stage(recalled, tmp_path):
+    run = _copy_run(recalled, tmp_path)
+    replies = iter(range(10_000))
+
+    def reply(body):  # three good replies, then the server only fails
+        return ok({"pairs": []}) if next(replies) < 3 else status(503)
+
+    with FaultServer(reply=reply) as server:
+        with pytest.raises(Exception, match="stopped answering.*rerun the stage to resume"):
+            job.run(ExtractConfig(run=str(run), **EXTRACT),
+                    LLMConfig(url=[server.url], model="fault-model", transport_retries=1, timeout_s=5))
+    assert not (run / "extract" / "stats.json").exists()
+    import sqlite3 as sq
+
+    with sq.connect(run / "cache" / "llm.sqlite") as db:  # the finished replies were kept
+        assert db.execute("select count(*) from cache").fetchone()[0] == 3
 
 
 def test_prompt_injection_does_not_change_the_format(llm_server, tmp_path):

@@ -16,7 +16,9 @@ class ExtractConfig:
     use_structured: bool = option(True, "take pairs from schema.org QAPage/FAQPage markup without an LLM call")
     structured_answers: int = option(1, "answers kept per structured question (accepted or top-voted first)")
     max_chunks_per_doc: int = option(8, "chunks of one document sent to the LLM at most (the rest are counted and skipped)")
-    batch_docs: int = option(16, "documents whose LLM requests are sent together (concurrency comes from the client)")
+    batch_docs: int = option(64, "documents whose LLM requests are sent together (the client keeps max_concurrency in flight; a batch waits for its slowest reply)")
+    stop_on_server_failure: bool = option(True, "stop the stage when requests fail for the server's sake after all retries "
+                                          "(finished replies stay cached; a rerun resumes)")
     num_shards: int = option(2, "output shards")
     runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
     workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")

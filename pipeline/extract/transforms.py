@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 STAGE = "extract"
 
 
+# Failures that say the server, not the reply, is the problem (see pipeline/llm/client.py).
+SERVER_FAULTS = ("transport", "http_500", "http_502", "http_503", "http_504")
+
+
+class LLMServerFailure(RuntimeError):
+    """The endpoint failed mid-run beyond the client's retries."""
+
+
 def pair_id(doc_id: str, question: str) -> str:
     return hashlib.sha1(f"{doc_id}\n{question}".encode("utf-8")).hexdigest()[:20]
 
@@ -100,6 +108,13 @@ class ExtractShard(beam.DoFn):
             return
         count("llm_requests", len(requests))
         results = client.complete(requests)
+        lost = [r for r in results if not r.ok and (r.error or "").split(":", 1)[0] in SERVER_FAULTS]
+        if lost and c["stop_on_server_failure"]:
+            # Every reply that did finish is already in the cache: stop now rather than write
+            # shards with holes, and let a rerun ask again only for what is missing.
+            raise LLMServerFailure(
+                f"the LLM server stopped answering: {len(lost)} of {len(requests)} requests failed after "
+                f"retries ({lost[0].error}); the finished replies are cached, rerun the stage to resume")
         model = self.llm.get("model") or "llm"
         found: dict[str, list[dict]] = {}
         failed_docs: set[str] = set()
