@@ -182,28 +182,52 @@ def _group_members(pgid: int) -> list[int]:
 
 # The leader of every server's process group: it runs vLLM's API server as its child. On SIGTERM,
 # SIGINT or SIGHUP -- and, for an attached server, when its owner dies (PR_SET_PDEATHSIG), even by
-# SIGKILL -- it asks vLLM to stop and then kills whatever is left of the group. vLLM alone is not
-# enough: it ignores SIGTERM while starting, and its engine processes outlive a killed API server.
+# SIGKILL -- it sends SIGTERM to the whole group, waits up to 20 s for the group to empty, then
+# SIGKILLs what is left. vLLM alone is not enough: it ignores SIGTERM while starting, and its
+# engine processes outlive a killed API server. SIGKILL is the last resort: it leaks vLLM's
+# shared-memory buffers in /dev/shm (hundreds of MB).
 _SUPERVISOR = r"""
-import ctypes, os, signal, subprocess, sys
-owner = int(sys.argv[1])
+import ctypes, os, signal, subprocess, sys, time
+owner, me = int(sys.argv[1]), str(os.getpid())
 if owner:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != owner:
         sys.exit(1)  # the owner died before prctl took effect
 child = subprocess.Popen(sys.argv[2:])
+deadline = []
 def stop(signum, frame):
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, signal.SIG_IGN)
-    os.killpg(0, signal.SIGTERM)  # all of vLLM at once: it shuts down in about a second
-    try:
-        child.wait(20)
-    finally:
-        os.killpg(0, signal.SIGKILL)  # vLLM's leftovers, and this process
+    os.killpg(0, signal.SIGTERM)
+    deadline.append(time.monotonic() + 20)
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, stop)
-sys.exit(child.wait())
+def others():
+    n = 0
+    for d in os.listdir("/proc"):
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            n += d.isdigit() and d != me and f[2] == me and f[0] != "Z"
+        except (OSError, IndexError):
+            pass
+    return n
+while child.poll() is None or (deadline and others()):
+    if deadline and time.monotonic() > deadline[0]:
+        os.killpg(0, signal.SIGKILL)
+    time.sleep(0.2)
+rc = child.returncode
+sys.exit(rc if rc >= 0 else 128 - rc)  # killed by signal N: 128 + N, as a shell reports it
 """
+
+
+def _spawn(cmd: list[str], env: dict[str, str] | None, log, attached: bool) -> subprocess.Popen:
+    """Run `cmd` under the supervisor in a new session (so a new process group, so stop() reaches
+    vLLM's engine processes too, and a Ctrl-C meant for the parent does not reach the server).
+    An attached one dies with this process (strictly: with the thread that started it)."""
+    owner = str(os.getpid()) if attached else "0"
+    return subprocess.Popen([sys.executable, "-c", _SUPERVISOR, owner, *cmd], env=env,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def _on_gpu() -> bool:
@@ -248,8 +272,9 @@ class LocalLLMServer:
                "--max-model-len", str(self.max_model_len)]
         env = dict(os.environ)
         if not _on_gpu():
-            # On the CPU build `gpu_memory_utilization` is a fraction of RAM (the 0.92 default
-            # fails on a shared machine); the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE.
+            # On the CPU build the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, and
+            # `gpu_memory_utilization` means a fraction of RAM (its 0.92 default fails on a shared
+            # machine; vLLM checks it against free RAM whenever no KV cache size is given).
             # --enforce-eager: torch.compile's warm-up added 45-80 s to every start (cached or not)
             # and served 32 concurrent requests no faster. bfloat16 ran ~1.7x faster than float32
             # (the CPUs here have AVX512-BF16).
@@ -271,13 +296,7 @@ class LocalLLMServer:
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()
-            # Own session = own process group, led by the supervisor: stop() ends vLLM's engine
-            # processes too, and a Ctrl-C meant for the parent does not reach the server. An
-            # attached server dies with its owner (strictly: with the thread that started it).
-            owner = "0" if detach else str(os.getpid())
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _SUPERVISOR, owner, *cmd], env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = _spawn(cmd, env, log, attached=not detach)
         if detach:
             _write_state({"pid": self.proc.pid, "url": self.url, "model": self.model,
                           "model_dir": self.model_dir, "log": self.log_path, "ready": False})
@@ -306,7 +325,8 @@ class LocalLLMServer:
                            f"log {self.log_path}:\n{log_tail(self.log_path)}")
 
     def stop(self) -> None:
-        """Stop the server and its whole process group (SIGKILL after 30 s)."""
+        """Stop the server and its whole process group: about 1 s for a running server, about
+        20 s for one still starting (vLLM ignores SIGTERM then; the supervisor SIGKILLs it)."""
         if self.proc is None:
             return
         _kill_group(self.proc.pid, proc=self.proc)
