@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shlex
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Iterator
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.config import option
 
 log = logging.getLogger(__name__)
 RUNNER_FILES = Path(__file__).resolve().parent / "runners"
@@ -28,6 +31,16 @@ def _file_args(name: str) -> list[str]:
     path = RUNNER_FILES / f"{name}.yaml"
     data = yaml.safe_load(path.read_text()) or {}
     return [f"--{k}={v}" for k, v in (data.get("options") or {}).items()]
+
+
+@dataclasses.dataclass
+class RunnerSettings:
+    """The runner fields every Beam stage's config shares (stage configs inherit them)."""
+
+    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
+    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
+    dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
+    runner_options: list[str] = option([], "extra Beam pipeline options, e.g. --runner-options --flink_master=HOST:8081")
 
 
 @contextlib.contextmanager

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.runners import RunnerSettings
 from pipeline.config import option
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(RunnerSettings):
     run: str = option("runs/sample", "run directory; extract reads RUN/recall and writes RUN/extract/")
     input: str = option("", "recall directory to read (default RUN/recall)")
     out: str = option("", "output directory (default RUN/extract)")
@@ -20,10 +21,6 @@ class ExtractConfig:
     stop_on_server_failure: bool = option(True, "stop the stage when requests fail for the server's sake after all retries "
                                           "(finished replies stay cached; a rerun resumes)")
     num_shards: int = option(2, "output shards")
-    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
-    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
-    dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
-    runner_options: list[str] = option([], "extra Beam pipeline options")
 
     def input_dir(self) -> str:
         return self.input or f"{self.run.rstrip('/')}/recall"

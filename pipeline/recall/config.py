@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from infra.runners import RunnerSettings
 from pipeline.config import option
 
 SAMPLE_WARC = "data/sample/warc/*.warc*"
 
 
 @dataclass
-class RecallConfig:
+class RecallConfig(RunnerSettings):
     warc: list[str] = option([SAMPLE_WARC], "WARC paths or globs (local, or gs:// s3:// where Beam has the file system)")
     run: str = option("runs/sample", "run directory; recall writes RUN/recall/")
     out: str = option("", "output directory (default RUN/recall)")
@@ -24,10 +25,6 @@ class RecallConfig:
     num_shards: int = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")
     dedup_buckets: int = option(16, "hash buckets for the URL deduplication shuffle")
     round: int = option(1, "domain round number recorded on each document")
-    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
-    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
-    dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
-    runner_options: list[str] = option([], "extra Beam pipeline options, e.g. --runner-options --flink_master=HOST:8081")
 
     def out_dir(self) -> str:
         return self.out or f"{self.run.rstrip('/')}/recall"
