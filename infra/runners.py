@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import shlex
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -79,3 +79,19 @@ def beam_runner(kind: str, workers: int = 2, dask_address: str = "", extra: list
     args = _file_args(kind) + extra
     log.info("runner %s with options %s", kind, shlex.join(args))
     yield None, PipelineOptions(args)
+
+
+def run_pipeline(settings: RunnerSettings, build: Callable[[Any], None]) -> Any:
+    """Build a pipeline with `build(pipeline)` on the runner `settings` choose, run it to the end
+    and return the result (its metrics, where the runner has them)."""
+    import apache_beam as beam
+
+    with beam_runner(settings.runner, settings.workers, settings.dask_address, settings.runner_options) as (runner, options):
+        p = beam.Pipeline(runner=runner, options=options)
+        build(p)
+        result = p.run()
+        result.wait_until_finish()
+        client = getattr(result, "client", None)  # the Dask runner leaves its client open
+        if client is not None:
+            client.close()
+    return result

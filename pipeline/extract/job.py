@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from infra.runners import beam_runner
+from infra.runners import run_pipeline
 from pipeline import shards
 from pipeline.extract import prompt
 from pipeline.extract import transforms as T
@@ -87,14 +87,7 @@ def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
     t0 = time.monotonic()
     with llm_endpoint(llm) as llm:
         log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
-        with beam_runner(cfg.runner, cfg.workers, cfg.dask_address, cfg.runner_options) as (runner, options):
-            p = beam.Pipeline(runner=runner, options=options)
-            build(p, inputs, cfg, llm)
-            result = p.run()
-            result.wait_until_finish()
-            client = getattr(result, "client", None)
-            if client is not None:
-                client.close()
+        run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
     stats = shards.read_json(shards.join(out, "stats.json"))
     for name in ACCOUNTING:  # shown even when zero: "requests_sent: 0" is what a rerun should say
         stats.setdefault(name, 0)

@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from infra.runners import beam_runner
+from infra.runners import run_pipeline
 from pipeline import shards
 from pipeline.recall import transforms as T
 from pipeline.recall.config import RecallConfig
@@ -77,14 +77,7 @@ def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], di
     shards.makedirs(out)
     log.info("recall: %d WARC files -> %s (runner %s)", len(paths), out, cfg.runner)
     t0 = time.monotonic()
-    with beam_runner(cfg.runner, cfg.workers, cfg.dask_address, cfg.runner_options) as (runner, options):
-        p = beam.Pipeline(runner=runner, options=options)
-        build(p, paths, cfg, classifier_path)
-        result = p.run()
-        result.wait_until_finish()
-        client = getattr(result, "client", None)  # the Dask runner leaves its client open
-        if client is not None:
-            client.close()
+    result = run_pipeline(cfg, lambda p: build(p, paths, cfg, classifier_path))
     wall = time.monotonic() - t0
     stats = shards.read_json(shards.join(out, "stats.json"))
     shards.write_json(shards.join(out, "config.json"),

@@ -16,10 +16,14 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 
 from pipeline import shards
+from pipeline.extract.structured import structured_qa
 from pipeline.recall import domains as dom
 from pipeline.recall.warc import read_pages
 from pipeline.schema import DomainRow, RecalledDocument
 from pipeline.stage import bucket
+from pipeline.text.html_text import cheap_text, html_to_text
+from pipeline.text.normalize import content_hash
+from pipeline.text.script import latin_share
 from pipeline.stats import Progress, StageCounter, merge
 
 log = logging.getLogger(__name__)
@@ -52,8 +56,6 @@ class ScorePages:
         self.min_latin_share = min_latin_share
 
     def _other_script(self, text: str, count) -> bool:
-        from pipeline.text.script import latin_share
-
         if self.min_latin_share > 0 and latin_share(text) < self.min_latin_share:
             count("dropped_non_latin_script", 1)
             return True
@@ -68,9 +70,6 @@ class ScorePages:
         return doc
 
     def _decide(self, page: dict[str, Any], domain: str, count) -> tuple[dict | None, float]:
-        from pipeline.text.html_text import cheap_text, html_to_text
-        from pipeline.text.normalize import content_hash
-
         url = page["url"]
         prescore = -1.0
         if self.prefilter:
@@ -99,8 +98,6 @@ class ScorePages:
             count("dropped_below_threshold", 1)
             return None, score
         count("pages_recalled", 1)
-        from pipeline.extract.structured import structured_qa
-
         structured, source = structured_qa(page["html"])
         if structured:
             count(f"pages_structured_{source}", 1)
