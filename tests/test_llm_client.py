@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fault_server import FaultServer, close, dead_url, hang, ok, status
+from fault_server import FaultServer, close, dead_url, hang, last_user, ok, status
 from pipeline.llm.cache import RequestCache, request_key
 from pipeline.llm.client import LLMClient, LLMUnavailable, parse_json, render, validate
 from pipeline.llm.config import LLMConfig, normalize_url
@@ -398,3 +398,73 @@ def test_concurrency_is_bounded(server):
     with client:
         assert all(r.ok for r in client.complete(reqs(40)))
     assert 2 <= live["max"] <= 4
+
+
+# ---------------------------------------------------------------- streaming (submit / stream)
+
+def _slow_when(word: str, seconds: float):
+    def reply(body):
+        text = last_user(body)
+        if word in text:
+            time.sleep(seconds)
+        return ok({"echo": text})
+    return reply
+
+
+@pytest.mark.timeout(10)
+def test_stream_yields_groups_as_they_finish(server):
+    """A slow group does not hold back the groups after it (no batch barrier)."""
+    server.reply = _slow_when("slow", 1.0)
+    groups = [("g0", reqs(1, prefix="slow")), ("g1", reqs(2, prefix="a")), ("g2", []), ("g3", reqs(1, prefix="b"))]
+    client, tally = make([server.url], max_concurrency=4)
+    with client:
+        out = list(client.stream(iter(groups), max_pending=4))
+    owners = [o for o, _ in out]
+    assert sorted(owners) == ["g0", "g1", "g2", "g3"] and owners[-1] == "g0"
+    by_owner = dict(out)
+    assert [r.data["echo"] for r in by_owner["g1"]] == ["a 0", "a 1"] and by_owner["g2"] == []
+    assert tally["requests"] == 4 and tally["requests_sent"] == 4
+    assert tally.threads == {threading.get_ident()}  # counts arrive in the caller's thread
+
+
+@pytest.mark.timeout(10)
+def test_stream_reads_groups_lazily(server):
+    """At most max_pending groups are taken from the source before one is handed back."""
+    pulled = []
+
+    def source():
+        for i in range(20):
+            pulled.append(i)
+            yield i, reqs(1, prefix=f"p{i}-")
+    client, _ = make([server.url], max_concurrency=2)
+    with client:
+        stream = client.stream(source(), max_pending=3)
+        first = next(stream)
+        assert len(pulled) == 3 and first[0] in (0, 1, 2)
+        rest = list(stream)
+    assert sorted([first[0]] + [o for o, _ in rest]) == list(range(20))
+
+
+@pytest.mark.timeout(10)
+def test_same_request_pending_in_two_groups_is_sent_once(server):
+    server.reply = _slow_when("q", 0.3)
+    client, tally = make([server.url])
+    with client:
+        out = dict(client.stream([("a", reqs(1)), ("b", reqs(1))], max_pending=2))
+    assert server.count == 1 and out["a"][0].ok and out["b"][0].data == {"echo": "q 0"}
+    assert tally["requests_joined"] == 1
+
+
+@pytest.mark.timeout(15)
+def test_closing_a_stream_cancels_pending_groups_but_keeps_finished_replies(server, tmp_path):
+    server.reply = _slow_when("slow", 0.5)
+    cache = RequestCache(tmp_path / "c.sqlite")
+    client, _ = make([server.url], cache=cache, max_concurrency=8)
+    with client:
+        stream = client.stream([("fast", reqs(1, prefix="f")), ("slow", reqs(3, prefix="slow"))], max_pending=2)
+        owner, _ = next(stream)
+        assert owner == "fast"
+        stream.close()  # the caller stops (an error in its loop does the same)
+        time.sleep(1.0)  # requests already at the server finish and are cached for the next run
+        again = client.complete(reqs(3, prefix="slow"))
+    assert all(r.cached for r in again)

@@ -17,10 +17,20 @@ class ExtractConfig(RunnerSettings):
     use_structured: bool = option(True, "take pairs from schema.org QAPage/FAQPage markup without an LLM call")
     structured_answers: int = option(1, "answers kept per structured question (accepted or top-voted first)")
     max_chunks_per_doc: int = option(8, "chunks of one document sent to the LLM at most (the rest are counted and skipped)")
-    batch_docs: int = option(64, "documents whose LLM requests are sent together (the client keeps max_concurrency in flight; a batch waits for its slowest reply)")
+    docs_in_flight: int = option(64, "documents whose LLM requests may be pending at once per task (the client keeps "
+                                     "max_concurrency requests in flight among them)")
+    tasks: int = option(0, "parallel tasks, each a group of recall shards (0: one per worker on the local and "
+                           "multiprocess runners, one per recall shard on the others)")
     stop_on_server_failure: bool = option(True, "stop the stage when requests fail for the server's sake after all retries "
                                           "(finished replies stay cached; a rerun resumes)")
     num_shards: int = option(2, "output shards")
+
+    def task_count(self, n_inputs: int) -> int:
+        if self.tasks > 0:
+            return self.tasks
+        if self.runner == "local":
+            return 1
+        return self.workers if self.runner in ("multiprocess", "dask") and not self.dask_address else n_inputs
 
     def input_dir(self) -> str:
         return self.input or f"{self.run.rstrip('/')}/recall"

@@ -1,6 +1,7 @@
 """The extract stage as a Beam pipeline: recalled documents -> question-answer pairs.
 
-    recall shard paths -> ExtractShard (structured pairs; chunks -> LLM -> pairs; per-doc merge)
+    groups of recall shards -> ExtractShard (structured pairs; chunks streamed to the LLM -> pairs;
+                               per-document merge of pairs found twice in overlapping chunks)
                        -> shuffle by pair id -> write shards -> shuffle to one key -> stats.json
 
 With no LLM endpoint configured the stage starts the local server (infra/llm_server.py) for its
@@ -65,7 +66,7 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfi
     dofn_cfg = {**dataclasses.asdict(cfg), "cache": llm.cache or cfg.cache_path()}
     (
         p
-        | "RecallShards" >> beam.Create(inputs)
+        | "RecallShards" >> beam.Create(T.task_groups(inputs, cfg.task_count(len(inputs))))
         | "SpreadShards" >> beam.Reshuffle()
         | "ExtractShard" >> beam.ParDo(T.ExtractShard(dofn_cfg, dataclasses.asdict(llm)))
         | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)

@@ -1,9 +1,11 @@
 """The extract stage's main step: recalled documents -> question-answer pairs.
 
-One element per recall shard (the unit of parallel work, as a WARC file is for recall). Inside a
-shard, documents go in batches: structured pages give their pairs directly; the others are
-chunked and all chunk requests of a batch go to the LLM client together, which keeps
-`max_concurrency` requests in flight and answers finished ones from the persistent cache.
+One element per task: a group of recall shards (one group per worker on a local runner, one
+shard per task on a cluster). Its documents stream through the LLM client: structured pages
+give their pairs directly; the others are chunked, and each document's chunk requests are
+submitted as soon as fewer than `docs_in_flight` documents are pending, so the client always
+has `max_concurrency` requests in flight and the server never waits for a batch's slowest
+reply. Finished replies come from the persistent cache.
 """
 from __future__ import annotations
 
@@ -62,13 +64,18 @@ def chunk_requests(doc: dict, c: dict[str, Any], count=lambda name, n=1: None) -
             for i, chunk in enumerate(chunks)]
 
 
+def task_groups(paths: list[str], tasks: int) -> list[list[str]]:
+    """Recall shards dealt round-robin into `tasks` groups (no empty group)."""
+    tasks = max(1, min(tasks, len(paths)))
+    return [paths[i::tasks] for i in range(tasks)]
+
+
 class ExtractShard(beam.DoFn):
-    """A recall shard path -> ("record", QAPair dict)..., ("stats", counts)."""
+    """A group of recall shard paths -> ("record", QAPair dict)..., ("stats", counts)."""
 
     def __init__(self, cfg: dict[str, Any], llm: dict[str, Any]):
         self.cfg = cfg
         self.llm = llm
-        self.client = None
 
     def setup(self):
         from pipeline.llm.cache import RequestCache
@@ -77,67 +84,70 @@ class ExtractShard(beam.DoFn):
 
         self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
 
-    def process(self, shard_path: str) -> Iterator[tuple[str, Any]]:
+    def process(self, shard_paths: list[str]) -> Iterator[tuple[str, Any]]:
         count = StageCounter(STAGE)
         client = self._make_client(count)
-        docs = list(shards.iter_shard(shard_path, RecalledDocument))
-        progress = Progress(f"extract {shard_path}")
-        size = max(1, self.cfg["batch_docs"])
-        for start in range(0, len(docs), size):
-            yield from self._batch(docs[start:start + size], client, count)
-            progress.maybe(docs=min(start + size, len(docs)), pairs=count.get("pairs_out"))
+        progress = Progress(f"extract {len(shard_paths)} recall shard(s)")
+        try:
+            groups = self._requests(shard_paths, count)
+            for doc, results in client.stream(groups, max_pending=self.cfg["docs_in_flight"]):
+                yield from self._pairs(doc, results, count)
+                progress.maybe(docs=count.get("docs_in"), pairs=count.get("pairs_out"))
+        finally:
+            client.close()
         yield ("stats", count.drain())
 
-    def _batch(self, docs: list[dict], client, count) -> Iterator[tuple[str, Any]]:
+    def _requests(self, shard_paths: list[str], count) -> Iterator[tuple[dict, list[dict]]]:
+        """(document, its chunk requests) for every document; none for a structured page."""
         c = self.cfg
-        requests, owners = [], []
-        for doc in docs:
-            count("docs_in", 1)
-            if c["use_structured"] and doc.get("structured"):
-                pairs = structured_pairs(doc, c["structured_answers"])
-                count("docs_structured", 1)
-                count("pairs_structured", len(pairs))
-                count("pairs_out", len(pairs))
-                for p in pairs:
-                    yield ("record", p)
-                continue
-            chunk_reqs = chunk_requests(doc, c, count)
-            requests += chunk_reqs
-            owners += [(doc, i) for i in range(len(chunk_reqs))]
-        if not requests:
+        for path in shard_paths:
+            for doc in shards.iter_shard(path, RecalledDocument):
+                count("docs_in", 1)
+                if c["use_structured"] and doc.get("structured"):
+                    yield doc, []
+                    continue
+                reqs = chunk_requests(doc, c, count)
+                count("llm_requests", len(reqs))
+                yield doc, reqs
+
+    def _pairs(self, doc: dict, results: list, count) -> Iterator[tuple[str, Any]]:
+        c = self.cfg
+        if c["use_structured"] and doc.get("structured"):
+            pairs = structured_pairs(doc, c["structured_answers"])
+            count("docs_structured", 1)
+            count("pairs_structured", len(pairs))
+            count("pairs_out", len(pairs))
+            for p in pairs:
+                yield ("record", p)
             return
-        count("llm_requests", len(requests))
-        results = client.complete(requests)
         lost = [r for r in results if not r.ok and (r.error or "").split(":", 1)[0] in SERVER_FAULTS]
         if lost and c["stop_on_server_failure"]:
             # Every reply that did finish is already in the cache: stop now rather than write
             # shards with holes, and let a rerun ask again only for what is missing.
             raise LLMServerFailure(
-                f"the LLM server stopped answering: {len(lost)} of {len(requests)} requests failed after "
-                f"retries ({lost[0].error}); the finished replies are cached, rerun the stage to resume")
+                f"the LLM server stopped answering: {len(lost)} of {len(results)} requests of document "
+                f"{doc['url']} failed after retries ({lost[0].error}); the finished replies are cached, "
+                f"rerun the stage to resume")
         model = self.llm.get("model") or "llm"
-        found: dict[str, list[dict]] = {}
-        failed_docs: set[str] = set()
-        for (doc, i), res in zip(owners, results):
-            found.setdefault(doc["id"], [])
+        found: list[dict] = []
+        failed = False
+        for i, res in enumerate(results):
             if not res.ok:
                 # `error` is "<cause>: detail"; the counter carries the cause only.
                 count(f"dropped_chunk_{(res.error or 'unknown').split(':', 1)[0]}", 1)
-                failed_docs.add(doc["id"])
+                failed = True
                 continue
             pairs = prompt.parse_pairs(res.data)
             if not pairs:
                 count("chunks_void", 1)
-            found[doc["id"]] += [_record(doc, p["question"], p["answer"], f"llm:{model}", i, res.text)
-                                 for p in pairs]
-        for doc_id, pairs in found.items():
-            merged, dups = merge_pairs(pairs)
-            count("dropped_pair_duplicate_in_overlap", dups)
-            if not merged:
-                count("docs_void" if doc_id not in failed_docs else "docs_failed", 1)
-                continue
-            count("docs_with_pairs", 1)
-            count("pairs_llm", len(merged))
-            count("pairs_out", len(merged))
-            for p in merged:
-                yield ("record", p)
+            found += [_record(doc, p["question"], p["answer"], f"llm:{model}", i, res.text) for p in pairs]
+        merged, dups = merge_pairs(found)
+        count("dropped_pair_duplicate_in_overlap", dups)
+        if not merged:
+            count("docs_failed" if failed else "docs_void", 1)
+            return
+        count("docs_with_pairs", 1)
+        count("pairs_llm", len(merged))
+        count("pairs_out", len(merged))
+        for p in merged:
+            yield ("record", p)

@@ -1,8 +1,13 @@
 """The one LLM client every LLM stage uses: batched, concurrent, cached, retried, counted.
 
-`LLMClient.complete(requests)` is synchronous so a Beam DoFn can call it on a batch; inside, an
-asyncio loop sends up to `max_concurrency` requests at once, round-robin over the configured
-OpenAI-compatible servers. Two layers of retries:
+Three ways in, one engine: an asyncio loop in a background thread that keeps up to
+`max_concurrency` requests in flight, round-robin over the configured OpenAI-compatible servers.
+  * `complete(requests)`: a batch in, its results out (synchronous);
+  * `submit(requests)`: the same batch as a future, so a caller can keep several batches going;
+  * `stream(groups, max_pending)`: an iterator of (owner, requests) groups in, (owner, results)
+    out as each group finishes, with at most `max_pending` groups in flight. A long stage feeds it
+    documents and never waits at a batch boundary for the slowest reply: the server stays busy.
+Two layers of retries:
   * transport (connection errors, timeouts, 429, 5xx): the openai client's own, with backoff;
   * semantic (invalid JSON, schema mismatch, a reply cut at max_tokens): ours, with a new seed,
     a temperature floor for JSON errors, and twice the token budget for cut replies.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -23,7 +29,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import openai
 
@@ -186,7 +192,10 @@ class _Loop:
         self.thread.start()
 
     def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return self.submit(coro).result()
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -214,6 +223,8 @@ class LLMClient:
         self._loop: _Loop | None = None
         self._clients: list[openai.AsyncOpenAI] = []
         self._sem: asyncio.Semaphore | None = None
+        self._probe_lock: asyncio.Lock | None = None
+        self._inflight: dict[str, asyncio.Future] = {}  # key -> reply being fetched (shared by duplicates)
         self._rr = 0
         self._probed = False
         self._lock = threading.Lock()
@@ -233,7 +244,8 @@ class LLMClient:
         self._loop = _Loop()
         self._clients = [openai.AsyncOpenAI(base_url=u, api_key=self.cfg.api_key, timeout=self.cfg.timeout_s,
                                             max_retries=self.cfg.transport_retries) for u in self.urls]
-        self._sem, self._rr, self._probed = None, 0, False
+        self._sem, self._probe_lock, self._inflight = None, None, {}
+        self._rr, self._probed = 0, False
         self._pid = os.getpid()
 
     # ------------------------------------------------------------ public
@@ -241,12 +253,54 @@ class LLMClient:
     def complete(self, requests: list[dict]) -> list[LLMResult]:
         """One result per request, in order. Counts are made here, in the caller's thread, because
         Beam metrics are attached to the thread that runs the bundle."""
-        tally: collections.Counter = collections.Counter()
+        return self.collect(self.submit(requests))
+
+    def submit(self, requests: list[dict]) -> concurrent.futures.Future:
+        """Start a batch; the future's result is `(results, tally)`. Pass it to `collect()` (in the
+        thread that owns the counters) for the results. Raises `LLMUnavailable` from the future when
+        no server answers."""
+        with self._lock:
+            self._start()
+        return self._loop.submit(self._complete(list(requests)))  # type: ignore[union-attr]
+
+    def collect(self, future: concurrent.futures.Future) -> list[LLMResult]:
+        """The results of a submitted batch; its counts go to `count` now, in this thread."""
+        results, tally = future.result()
+        for name, n in tally.items():
+            self.count(name, n)
+        return results
+
+    def stream(self, groups: Iterable[tuple[Any, list[dict]]], max_pending: int = 64) -> Iterator[tuple[Any, list[LLMResult]]]:
+        """(owner, results) for each (owner, requests) of `groups`, in the order the groups finish.
+
+        Keeps at most `max_pending` groups submitted (it reads `groups` lazily, so a caller can
+        stream a whole shard of documents through), and `max_concurrency` requests in flight among
+        them. A group with no requests finishes at once. Stopping the iteration early (an exception
+        in the caller, `close()` of the generator) cancels what is still pending; replies that had
+        finished are already in the cache."""
+        source = iter(groups)
+        pending: dict[concurrent.futures.Future, tuple[int, Any]] = {}
+        order = 0
+        exhausted = False
         try:
-            return self._complete(requests, tally)
+            while True:
+                while not exhausted and len(pending) < max(1, max_pending):
+                    try:
+                        owner, requests = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending[self.submit(requests)] = (order, owner)
+                    order += 1
+                if not pending:
+                    return
+                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: pending[f][0]):  # several at once: input order
+                    _, owner = pending.pop(future)
+                    yield owner, self.collect(future)
         finally:
-            for name, n in tally.items():
-                self.count(name, n)
+            for future in pending:
+                future.cancel()
 
     def resolve_model(self, url: str) -> str:
         """The first model id the server at `url` lists at /v1/models."""
@@ -279,12 +333,14 @@ class LLMClient:
 
     # ------------------------------------------------------------ internals
 
-    def _complete(self, requests: list[dict], tally: collections.Counter) -> list[LLMResult]:
+    async def _complete(self, requests: list[dict]) -> tuple[list[LLMResult], collections.Counter]:
+        """Runs in the loop thread. Counts go to a tally of this batch, handed back with the results."""
+        tally: collections.Counter = collections.Counter()
         tally["requests"] += len(requests)
         if not requests:
-            return []
+            return [], tally
         if not self.model:
-            self._ensure_probed(tally)  # the model name is part of every cache key
+            await self._ensure_probed(tally)  # the model name is part of every cache key
         payloads = [render(r, self.cfg, self.model) for r in requests]
         keys = [request_key(p) for p in payloads]
         ids = [str(r.get("id", i)) for i, r in enumerate(requests)]
@@ -302,31 +358,54 @@ class LLMClient:
             else:
                 todo.setdefault(key, []).append(i)
         if not todo:
-            return results  # type: ignore[return-value]
+            return results, tally  # type: ignore[return-value]
 
-        self._ensure_probed(tally)
-        jobs = [(key, payloads[idx[0]], requests[idx[0]].get("schema")) for key, idx in todo.items()]
+        await self._ensure_probed(tally)
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
         started = time.perf_counter()
-        sent = self._loop.run(self._run(jobs, tally))  # type: ignore[union-attr]
+        keys_todo = list(todo)
+        sent = await asyncio.gather(*(self._shared(key, payloads[todo[key][0]], requests[todo[key][0]].get("schema"),
+                                                   tally) for key in keys_todo))
         tally["llm_wall_ms"] += int((time.perf_counter() - started) * 1000)
-        for (key, _, _), result in zip(jobs, sent):
-            if not result.ok and result.error.split(":", 1)[0] in FINAL_CAUSES:
-                self._store_failure(key, result, tally)
+        for key, result in zip(keys_todo, sent):
             for i in todo[key]:
                 results[i] = dataclasses.replace(result, id=ids[i])
         failed = collections.Counter(r.error.split(":", 1)[0] for r in sent if not r.ok)
         if failed:
-            log.warning("LLM: %d of %d requests failed after retries: %s", sum(failed.values()), len(sent),
-                        dict(failed))
-        return results  # type: ignore[return-value]
+            # Debug only: a stage streams one batch per document, and the stage's stats count every cause.
+            log.debug("LLM: %d of %d requests failed after retries: %s", sum(failed.values()), len(sent), dict(failed))
+        return results, tally  # type: ignore[return-value]
 
-    def _ensure_probed(self, tally: collections.Counter) -> None:
+    async def _shared(self, key: str, payload: dict, schema: dict | None, tally: collections.Counter) -> LLMResult:
+        """The reply for `key`; a request already in flight for another batch is awaited, not sent twice."""
+        running = self._inflight.get(key)
+        if running is not None:
+            tally["requests_joined"] += 1
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._one(key, payload, schema, tally))
+        self._inflight[key] = task
+        try:
+            result = await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._inflight.pop(key, None)
+            else:  # this batch was cancelled: let the request finish (and be cached) for whoever asks next
+                task.add_done_callback(lambda _t, k=key: self._inflight.pop(k, None))
+        if not result.ok and result.error.split(":", 1)[0] in FINAL_CAUSES:
+            self._store_failure(key, result, tally)
+        return result
+
+    async def _ensure_probed(self, tally: collections.Counter) -> None:
         """Once per process, before the first request: which servers answer, and the model name."""
-        with self._lock:
-            self._start()
+        if self._probed:
+            return
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
             if self._probed:
                 return
-            answers = self._loop.run(self._probe())  # type: ignore[union-attr]
+            answers = await self._probe()
             dead = [i for i, a in enumerate(answers) if isinstance(a, BaseException)]
             if len(dead) == len(answers):
                 raise _unavailable(self.urls, answers)
@@ -356,11 +435,6 @@ class LLMClient:
             except openai.APIStatusError:
                 return []  # it answers, it just has no /v1/models
         return await asyncio.gather(*(one(c) for c in self._clients))
-
-    async def _run(self, jobs: list[tuple[str, dict, dict | None]], tally: collections.Counter) -> list[LLMResult]:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        return await asyncio.gather(*(self._one(key, payload, schema, tally) for key, payload, schema in jobs))
 
     def _next_client(self) -> openai.AsyncOpenAI:
         client = self._clients[self._rr % len(self._clients)]
