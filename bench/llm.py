@@ -84,6 +84,7 @@ def main() -> int:
     from pipeline.extract.config import ExtractConfig
     from pipeline.extract.transforms import chunk_requests
     from pipeline.llm.config import LLMConfig
+    from pipeline.llm.endpoint import llm_endpoint
 
     recall_dir = Path(args.run) / "recall"
     docs = [d for d in shards.read_shards(str(recall_dir), produced_by="make recall") if not d.get("structured")]
@@ -95,7 +96,7 @@ def main() -> int:
                     max_tokens=args.max_tokens, max_tokens_cap=args.max_tokens, semantic_retries=0, timeout_s=600)
     print(f"{len(docs)} documents needing the LLM -> {len(requests)} chunk requests; concurrency {args.concurrency}")
 
-    with job.llm_endpoint(llm) as live, tempfile.TemporaryDirectory() as tmp:
+    with llm_endpoint(llm) as live, tempfile.TemporaryDirectory() as tmp:
         ceiling(requests[: args.concurrency], live, live.model, args.concurrency)  # warm-up, not counted
         first = ceiling(requests, live, live.model, args.concurrency)
         run = Path(tmp) / "run"

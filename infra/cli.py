@@ -80,15 +80,20 @@ def cmd_recall(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm_config(args: argparse.Namespace, recipe: dict[str, Any]):
+    """The `llm` recipe section, overridden by --llm-* flags, then by LLM_URL / LLM_MODEL / LLM_API_KEY."""
+    from pipeline.llm.config import LLMConfig
+
+    return LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from pipeline.extract import job
     from pipeline.extract.config import ExtractConfig
-    from pipeline.llm.config import LLMConfig
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(ExtractConfig, args, recipe, "extract")
-    llm = LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
-    stats = job.run(cfg, llm)
+    stats = job.run(cfg, _llm_config(args, recipe))
     print(job.summary(stats, cfg.out_dir()))
     return 0
 
@@ -137,9 +142,12 @@ def cmd_domains_select(args: argparse.Namespace) -> int:
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
-    report = select(cfg)
+    report = select(cfg, _llm_config(args, recipe))
     print(f"domains -> {cfg.domains_dir()}/selected.json: {len(report['selected'])} selected "
           f"{report['verdict_counts']}: {', '.join(report['selected'][:20])}")
+    for domain, label in report.get("labels", {}).items():
+        verdict = label.get("error") or f"{label['category']}, {'educational' if label['educational'] else 'not educational'}: {label['reason']}"
+        print(f"  {domain}: {verdict}")
     return 0
 
 
@@ -152,7 +160,7 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
     recall_cfg = C.build(RecallConfig, recipe.get("recall"), {"run": cfg.run})
     clf_cfg = C.build(ClassifierConfig, recipe.get("classifier"))
-    result = run_round(cfg, recall_cfg, clf_cfg)
+    result = run_round(cfg, recall_cfg, clf_cfg, _llm_config(args, recipe))
     ov = result["overlap"]
     print(f"round {result['round']} -> {cfg.round_dir()}: trained on {result['training']}")
     print(f"  previous round recalled {ov['previous']} pages, this round {ov['current']}; "
@@ -228,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
         p = d_sub.add_parser(name, help=text, description=text)
         _common(p)
         C.add_arguments(p, DomainsConfig)
+        C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
         p.set_defaults(func=fn)
     return top
 

@@ -52,3 +52,28 @@ def test_no_domain_selected_is_a_clear_error(tmp_path, small_classifier):
     cfg = DomainsConfig(run=str(tmp_path), min_recalled=10_000)
     with pytest.raises(ValueError, match="no domain passed the rules"):
         run_round(cfg, recall_cfg, ClassifierConfig(dim=16, bucket=1000))
+
+
+def test_llm_labels_the_candidate_domains(tmp_path, small_classifier, llm_server):
+    """`--labeler llm`: one cached request per domain that passed the rules, verdicts recorded."""
+    from pipeline.llm.config import LLMConfig
+
+    recall_cfg = RecallConfig(warc=[str(SAMPLE_WARC / "*.warc*")], run=str(tmp_path), num_shards=2)
+    job.run(recall_cfg, small_classifier)
+    cfg = DomainsConfig(run=str(tmp_path), min_recalled=1, min_share=0.5, labeler="llm")
+    llm = LLMConfig(url=[llm_server.url], model=llm_server.model, max_concurrency=8)
+    report = select(cfg, llm)
+    by_rule = select(DomainsConfig(run=str(tmp_path), min_recalled=1, min_share=0.5))["selected"]
+    labels = report["labels"]
+    assert sorted(labels) == sorted(by_rule) and len(labels) >= 3  # only rule-passing domains are asked
+    for domain, label in labels.items():
+        if "error" in label:
+            assert report["verdicts"][domain] == "labeler_failed"
+            continue
+        assert isinstance(label["educational"], bool) and label["category"] and label["reason"]
+        assert (report["verdicts"][domain] == "selected") == label["educational"]
+    acct = report["labeler_accounting"]
+    assert acct["requests"] == len(labels) and acct["requests_sent"] >= 1
+    # Selecting again costs nothing: every label comes from the cache.
+    again = select(cfg, llm)
+    assert again["labeler_accounting"].get("requests_sent", 0) == 0 and again["labels"] == labels

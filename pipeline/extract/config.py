@@ -12,6 +12,8 @@ class ExtractConfig(RunnerSettings):
     run: str = option("runs/sample", "run directory; extract reads RUN/recall and writes RUN/extract/")
     input: str = option("", "recall directory to read (default RUN/recall)")
     out: str = option("", "output directory (default RUN/extract)")
+    remove_chrome: bool = option(True, "drop site-chrome lines left in the text (vote widgets, 'Asked 3 years ago', "
+                                       "cookie banners; pipeline/text/cleanup.py) before chunking")
     chunk_chars: int = option(6000, "longest document chunk sent to the LLM, in characters")
     overlap_chars: int = option(600, "characters shared by consecutive chunks")
     use_structured: bool = option(True, "take pairs from schema.org QAPage/FAQPage markup without an LLM call")

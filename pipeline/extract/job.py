@@ -10,11 +10,10 @@ crash (or of a finished stage) sends only the requests that never completed.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import apache_beam as beam
 
@@ -24,6 +23,7 @@ from pipeline.extract import prompt
 from pipeline.extract import transforms as T
 from pipeline.extract.config import ExtractConfig
 from pipeline.llm.config import LLMConfig
+from pipeline.llm.endpoint import llm_endpoint
 from pipeline.schema import QAPair
 from pipeline.stage import finish, key_by_shard, write_records
 from pipeline.stats import format_stats
@@ -32,33 +32,6 @@ log = logging.getLogger(__name__)
 ACCOUNTING = ("docs_in", "docs_structured", "docs_with_pairs", "docs_void", "docs_failed", "chunks",
               "llm_requests", "requests_sent", "cache_hits", "cache_hits_failed", "prompt_tokens",
               "completion_tokens", "pairs_structured", "pairs_llm", "pairs_out")
-
-
-def _with_model(llm: LLMConfig) -> LLMConfig:
-    """`llm` with its model named; asking the first URL checks that it answers (a clear error if not)."""
-    from pipeline.llm.client import LLMClient
-
-    model = LLMClient(llm).resolve_model(llm.url[0])
-    return llm if llm.model else dataclasses.replace(llm, model=model)
-
-
-@contextlib.contextmanager
-def llm_endpoint(llm: LLMConfig) -> Iterator[LLMConfig]:
-    """`llm` with a reachable URL and model: the given endpoint, or a local server for this run."""
-    if llm.url:
-        yield _with_model(llm)
-        return
-    from infra.llm_server import LocalLLMServer, detached_url
-
-    url = detached_url()
-    if url:
-        log.info("using the running local LLM server at %s (make serve-llm)", url)
-        yield _with_model(dataclasses.replace(llm, url=[url]))
-        return
-    log.info("no LLM endpoint given (LLM_URL): starting the local server for this run")
-    # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
-    with LocalLLMServer(max_model_len=4096) as server:
-        yield dataclasses.replace(llm, url=[server.url], model=llm.model or server.model)
 
 
 def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfig) -> None:
@@ -86,7 +59,8 @@ def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
     shards.makedirs(out)
     shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
     t0 = time.monotonic()
-    with llm_endpoint(llm) as llm:
+    # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
+    with llm_endpoint(llm, max_model_len=4096) as llm:
         log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
         run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
     stats = shards.read_json(shards.join(out, "stats.json"))

@@ -20,6 +20,7 @@ from pipeline import shards
 from pipeline.extract import prompt
 from pipeline.extract.chunking import chunk_text, merge_pairs
 from pipeline.schema import RecalledDocument
+from pipeline.text.cleanup import remove_chrome
 from pipeline.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,12 @@ def structured_pairs(doc: dict, answers_per_question: int) -> list[dict]:
 
 def chunk_requests(doc: dict, c: dict[str, Any], count=lambda name, n=1: None) -> list[dict]:
     """The LLM requests for one document: one per chunk, at most `max_chunks_per_doc`."""
-    chunks = chunk_text(doc["text"], c["chunk_chars"], c["overlap_chars"])
+    text = doc["text"]
+    if c.get("remove_chrome", True):
+        text, removed = remove_chrome(text)
+        count("chrome_lines_removed", removed["chrome_lines"])
+        count("chrome_chars_removed", removed["chrome_chars"])
+    chunks = chunk_text(text, c["chunk_chars"], c["overlap_chars"])
     count("chunks", len(chunks))
     if len(chunks) > c["max_chunks_per_doc"]:
         count("dropped_chunks_over_limit", len(chunks) - c["max_chunks_per_doc"])

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline import shards
 from pipeline.config import option
+from pipeline.llm.config import LLMConfig
 from pipeline.recall import domains as dom
 from pipeline.schema import DomainRow, RecalledDocument
 
@@ -32,7 +33,9 @@ class DomainsConfig:
     previous: str = option("", "recall directory of the previous round (default RUN/recall)")
     min_recalled: int = option(1000, "select domains with at least this many recalled pages (MAmmoTH2: 1,000)")
     min_share: float = option(0.1, "and at least this share of their seen pages recalled (DeepSeekMath: 10%)")
-    labeler: str = option("", "optional module:function labelling a domain row educational (e.g. an LLM call)")
+    labeler: str = option("", "final verdict on the domains that pass the rules: `llm` (an LLM labels each "
+                               "educational or not, MAmmoTH2's way; endpoint from LLM_URL / --llm-url or the "
+                               "local server) or module:function taking a domain row")
     round: int = option(2, "number of the round to run")
     positives: list[str] = option(SEED_POSITIVES, "seed positive JSON-lines files (field `text`)")
     negatives: list[str] = option(SEED_NEGATIVES, "seed negative JSON-lines files (field `text`)")
@@ -54,11 +57,27 @@ def read_table(recall_dir: str) -> list[dict[str, Any]]:
     return list(shards.iter_shard(path, DomainRow))
 
 
-def select(cfg: DomainsConfig) -> dict[str, Any]:
+def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     """Mark domains by rule (and labeler); write RUN/domains/selected.json."""
     rows = read_table(cfg.previous_dir())
-    labeler = dom.load_labeler(cfg.labeler)
+    labels: dict[str, dict[str, Any]] = {}
+    accounting: dict[str, int] = {}
+    if cfg.labeler == "llm":
+        from pipeline.recall import domain_labels
+
+        candidates, _ = dom.select_domains(rows, cfg.min_recalled, cfg.min_share)
+        by_name = {r["domain"]: r for r in rows}
+        docs = shards.read_shards(cfg.previous_dir(), RecalledDocument, produced_by="make recall")
+        labels, accounting = domain_labels.label_domains(
+            [by_name[d] for d in candidates], docs, llm or LLMConfig(),
+            (llm.cache if llm and llm.cache else f"{cfg.run.rstrip('/')}/cache/llm.sqlite"))
+        labeler = lambda row: labels.get(row["domain"], {}).get("educational", False)  # noqa: E731
+    else:
+        labeler = dom.load_labeler(cfg.labeler)
     selected, verdicts = dom.select_domains(rows, cfg.min_recalled, cfg.min_share, labeler)
+    for domain, label in labels.items():
+        if "error" in label:
+            verdicts[domain] = "labeler_failed"
     counts: dict[str, int] = {}
     for v in verdicts.values():
         counts[v] = counts.get(v, 0) + 1
@@ -69,6 +88,11 @@ def select(cfg: DomainsConfig) -> dict[str, Any]:
         "verdict_counts": counts,
         "verdicts": verdicts,
     }
+    if cfg.labeler == "llm":
+        from pipeline.recall.domain_labels import PROMPT_VERSION
+
+        report.update(labels=labels, labeler_accounting=accounting, labeler_prompt=PROMPT_VERSION,
+                      labeler_model=(llm.model if llm else "") or "local default")
     shards.write_json(shards.join(cfg.domains_dir(), "selected.json"), report)
     return report
 
@@ -91,13 +115,13 @@ def recalled_urls(recall_dir: str) -> list[str]:
     return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "webinstruct recall")]
 
 
-def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg) -> dict[str, Any]:
+def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | None = None) -> dict[str, Any]:
     """Select (when not done), retrain, recall again into RUN/domains/round-N/recall, report overlap."""
     from pipeline.recall import job
     from pipeline.recall.classifier import train_classifier
 
     sel_path = shards.join(cfg.domains_dir(), "selected.json")
-    report = shards.read_json(sel_path) if shards.FileSystems.exists(sel_path) else select(cfg)
+    report = shards.read_json(sel_path) if shards.FileSystems.exists(sel_path) else select(cfg, llm)
     if not report["selected"]:
         raise ValueError(
             f"no domain passed the rules {report['rules']} ({report['verdict_counts']}): lower "
