@@ -14,15 +14,17 @@ WORKERS  ?=
 CLASSIFIER ?=
 LLM_URL  ?=
 LLM_MODEL ?=
+LABELER  ?=
 PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
 RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
                 $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) \
                 $(if $(CLASSIFIER),--classifier $(CLASSIFIER))
+LLM_FLAGS := $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
 EXTRACT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
-                 $(if $(WORKERS),--workers $(WORKERS)) $(if $(LLM_URL),--llm-url $(LLM_URL)) \
-                 $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
+                 $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
+DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
 .PHONY: help install demo recall extract serve-llm stop-llm classifier domains domain-round test test-fast bench clean
@@ -51,7 +53,7 @@ install: $(VENV)/.installed  ## create .venv and install everything the CPU path
 demo: install  ## set up, then run recall, a second domain round and extract on the bundled sample
 	$(WI) recall $(RECALL_FLAGS)
 	$(WI) domains table --run $(RUN) --top 15
-	$(WI) domains round --config $(CONFIG) --run $(RUN)
+	$(WI) domains round $(DOMAIN_FLAGS)
 	$(WI) extract $(EXTRACT_FLAGS)
 
 extract: install  ## RUN/recall -> RUN/extract (LLM_URL=http://host:8000/v1 LLM_MODEL=...; default: a local server)
@@ -69,12 +71,12 @@ classifier: install  ## train the recall classifier from the bundled seeds into 
 recall: install  ## WARC files -> RUN/recall (WARC='path/*.warc.gz' RUN=dir RUNNER=local|multiprocess|dask)
 	$(WI) recall $(RECALL_FLAGS)
 
-domains: install  ## print the domain table and select domains of RUN/recall
+domains: install  ## print the domain table and select domains of RUN/recall (LABELER=llm: an LLM has the last word)
 	$(WI) domains table --run $(RUN)
-	$(WI) domains select --config $(CONFIG) --run $(RUN)
+	$(WI) domains select $(DOMAIN_FLAGS)
 
 domain-round: install  ## retrain on selected domains, recall again, report the overlap
-	$(WI) domains round --config $(CONFIG) --run $(RUN)
+	$(WI) domains round $(DOMAIN_FLAGS)
 
 test: install  ## run every test, the slow integration tests included
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -250,7 +250,7 @@ class LocalLLMServer:
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, served_name: str | None = None,
-                 host: str = "127.0.0.1", port: int = 0, max_model_len: int = 2048,
+                 host: str = "127.0.0.1", port: int = 0, max_model_len: int = 4096,
                  dtype: str = "bfloat16", kv_cache_gib: int = 2, memory_fraction: float = 0.3,
                  log_path: str | None = None, startup_timeout: float = 300.0,
                  extra_args: list[str] | None = None, cache_dir: str | None = None):
@@ -467,7 +467,7 @@ def add_arguments(serve_parser: argparse.ArgumentParser, stop_parser: argparse.A
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model folder or embedded model name (default {DEFAULT_MODEL})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1; 0 picks a free one")
-    p.add_argument("--max-model-len", type=int, default=2048, help="context length (prompt + output)")
+    p.add_argument("--max-model-len", type=int, default=4096, help="context length (prompt + output); the extract prompt needs 4k with SmolLM2")
     p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache size on a CPU, GiB")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
     p.add_argument("--detach", action="store_true",

@@ -213,7 +213,7 @@ def test_plain_text_request(server):
         [r] = client.complete(reqs(1, schema=None))
     assert r.ok and r.text == "just prose" and r.data is None
     assert "response_format" not in server.requests[0]
-    assert tally["prompt_tokens"] == 2 and tally["completion_tokens"] == 2 and tally["llm_wall_ms"] >= 0
+    assert tally["prompt_tokens"] == 2 and tally["completion_tokens"] == 2
 
 
 # ---------------------------------------------------------------- cache

@@ -94,11 +94,13 @@ class ExtractShard(beam.DoFn):
         count = StageCounter(STAGE)
         client = self._make_client(count)
         progress = Progress(f"extract {len(shard_paths)} recall shard(s)")
+        done = 0
         try:
             groups = self._requests(shard_paths, count)
             for doc, results in client.stream(groups, max_pending=self.cfg["docs_in_flight"]):
                 yield from self._pairs(doc, results, count)
-                progress.maybe(docs=count.get("docs_in"), pairs=count.get("pairs_out"))
+                done += 1
+                progress.maybe(docs_done=done, docs_read=count.get("docs_in"), pairs=count.get("pairs_out"))
         finally:
             client.close()
         yield ("stats", count.drain())

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -363,11 +362,9 @@ class LLMClient:
         await self._ensure_probed(tally)
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
-        started = time.perf_counter()
         keys_todo = list(todo)
         sent = await asyncio.gather(*(self._shared(key, payloads[todo[key][0]], requests[todo[key][0]].get("schema"),
                                                    tally) for key in keys_todo))
-        tally["llm_wall_ms"] += int((time.perf_counter() - started) * 1000)
         for key, result in zip(keys_todo, sent):
             for i in todo[key]:
                 results[i] = dataclasses.replace(result, id=ids[i])
