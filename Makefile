@@ -24,10 +24,12 @@ RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
 LLM_FLAGS := $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
 EXTRACT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
                  $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
+REFINE_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
+                $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract serve-llm stop-llm classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract refine serve-llm stop-llm classifier domains domain-round test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -50,14 +52,23 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed  ## create .venv and install everything the CPU path needs
 
-demo: install  ## set up, then run recall, a second domain round and extract on the bundled sample
+demo: install  ## set up, then run recall, a second domain round, extract and refine on the bundled sample
 	$(WI) recall $(RECALL_FLAGS)
 	$(WI) domains table --run $(RUN) --top 15
 	$(WI) domains round $(DOMAIN_FLAGS)
-	$(WI) extract $(EXTRACT_FLAGS)
+	@# One local LLM server for both LLM stages (unless LLM_URL or a running one is there), stopped at the end.
+	@set -e; started=; \
+	if [ -z "$(LLM_URL)" ] && ! $(PY) -c "import sys; from infra.llm_server import detached_url; sys.exit(0 if detached_url() else 1)"; then \
+	  $(WI) llm serve --detach; started=1; fi; \
+	trap 'if [ -n "$$started" ]; then $(WI) llm stop; fi' EXIT; \
+	$(WI) extract $(EXTRACT_FLAGS); \
+	$(WI) refine $(REFINE_FLAGS)
 
 extract: install  ## RUN/recall -> RUN/extract (LLM_URL=http://host:8000/v1 LLM_MODEL=...; default: a local server)
 	$(WI) extract $(EXTRACT_FLAGS)
+
+refine: install  ## RUN/extract -> RUN/refine: WebInstruct shards, exports, dataset card, RUN/report.md
+	$(WI) refine $(REFINE_FLAGS)
 
 serve-llm: install  ## start the local LLM server in the background and print its URL (stages use it)
 	$(WI) llm serve --detach

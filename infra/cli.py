@@ -6,6 +6,7 @@
     webinstruct domains select     mark domains by rule (and an optional labeler)
     webinstruct domains round      retrain on selected domains, recall again, report the overlap
     webinstruct extract            recalled documents -> question-answer pairs (LLM)
+    webinstruct refine             question-answer pairs -> WebInstruct shards, dataset card, run report (LLM)
     webinstruct llm serve | stop   the local OpenAI-compatible LLM server (make serve-llm / stop-llm)
 
 Settings come from a YAML recipe (`--config`, one section per stage) overridden by flags.
@@ -98,6 +99,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refine(args: argparse.Namespace) -> int:
+    from pipeline.refine import job
+    from pipeline.refine.config import RefineConfig
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(RefineConfig, args, recipe, "refine")
+    stats = job.run(cfg, _llm_config(args, recipe), recipe)
+    print(job.summary(stats, cfg.out_dir()))
+    print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
+    return 0
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
@@ -175,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
     from pipeline.recall.classifier import ClassifierConfig
     from pipeline.recall.config import RecallConfig
     from pipeline.recall.rounds import DomainsConfig
+    from pipeline.refine.config import RefineConfig
 
     top = argparse.ArgumentParser(prog="webinstruct", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,6 +208,16 @@ def parser() -> argparse.ArgumentParser:
     C.add_arguments(p, ExtractConfig, section="extract")
     C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("refine", help="question-answer pairs -> WebInstruct shards (Beam job, LLM)",
+                       description="Rewrite extracted pairs with one or more refiner LLMs, check them, drop pairs "
+                                   "sharing a 10-gram with an evaluation benchmark, dedup (exact and MinHash), "
+                                   "write WebInstruct shards, Parquet/JSON-lines exports, a dataset card and the "
+                                   "run report. Refiner entries are set in the recipe (section `refine`).")
+    _common(p)
+    C.add_arguments(p, RefineConfig, section="refine")
+    C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
+    p.set_defaults(func=cmd_refine)
 
     llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
     llm_sub = llm.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -42,6 +42,17 @@ class RunnerSettings:
     dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
     runner_options: list[str] = option([], "extra Beam pipeline options, e.g. --runner-options --flink_master=HOST:8081")
 
+    def task_count(self, n_inputs: int) -> int:
+        """Parallel tasks for a stage that groups its input shards (the LLM stages): the stage's
+        `tasks` setting, else one per worker on a local runner (one task streams all its requests
+        through one client), else one per input shard."""
+        tasks = getattr(self, "tasks", 0)
+        if tasks > 0:
+            return tasks
+        if self.runner == "local":
+            return 1
+        return self.workers if self.runner in ("multiprocess", "dask") and not self.dask_address else n_inputs
+
 
 @contextlib.contextmanager
 def beam_runner(kind: str, workers: int = 2, dask_address: str = "", extra: list[str] | None = None) -> Iterator[tuple]:

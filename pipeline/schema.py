@@ -80,7 +80,32 @@ class QAPair:
     doc_score: float = 0.0  # recall classifier score of the document
 
 
-SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow, "extract": QAPair}
+@dataclass
+class WebInstructRow:
+    """A refined pair: the `refine` stage's output, a WebInstruct row.
+
+    The first six fields are those of the public WebInstructSub release; the rest say where the
+    row came from and how it was checked."""
+
+    orig_question: str
+    orig_answer: str
+    question: str
+    answer: str
+    source: str  # the site (registered domain) the pair was found on
+    index: int  # position in the final dataset (0..n-1, by id)
+    id: str  # pair id + refiner: stable across reruns
+    pair_id: str  # the extract stage's QAPair id
+    doc_id: str
+    url: str
+    refiner: str  # name of the refiner entry that wrote the revision
+    model: str  # the served model behind it
+    extractor: str
+    doc_score: float = 0.0
+    final_answer: str = ""  # the revision's stated final answer ("" when it states none)
+    answer_check: str = "unchecked"  # consistent | changed | unchecked (the original stated no answer)
+
+
+SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow, "extract": QAPair, "refine": WebInstructRow}
 
 
 def field_names(schema: type) -> list[str]:

@@ -19,6 +19,12 @@ def bucket(key: str, n: int) -> int:
     return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") % n
 
 
+def task_groups(paths: list[str], tasks: int) -> list[list[str]]:
+    """Recall shards dealt round-robin into `tasks` groups (no empty group)."""
+    tasks = max(1, min(tasks, len(paths)))
+    return [paths[i::tasks] for i in range(tasks)]
+
+
 def key_by_shard(item: tuple[str, Any], num_shards: int, field: str = "id") -> tuple[int, tuple[str, Any]]:
     """Records go to the shard of their `field`; everything else to the stats key `num_shards`."""
     kind, payload = item

@@ -27,12 +27,6 @@ class ExtractConfig(RunnerSettings):
                                           "(finished replies stay cached; a rerun resumes)")
     num_shards: int = option(2, "output shards")
 
-    def task_count(self, n_inputs: int) -> int:
-        if self.tasks > 0:
-            return self.tasks
-        if self.runner == "local":
-            return 1
-        return self.workers if self.runner in ("multiprocess", "dask") and not self.dask_address else n_inputs
 
     def input_dir(self) -> str:
         return self.input or f"{self.run.rstrip('/')}/recall"

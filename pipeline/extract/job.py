@@ -25,7 +25,7 @@ from pipeline.extract.config import ExtractConfig
 from pipeline.llm.config import LLMConfig
 from pipeline.llm.endpoint import llm_endpoint
 from pipeline.schema import QAPair
-from pipeline.stage import finish, key_by_shard, write_records
+from pipeline.stage import finish, key_by_shard, task_groups, write_records
 from pipeline.stats import format_stats
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfi
     dofn_cfg = {**dataclasses.asdict(cfg), "cache": llm.cache or cfg.cache_path()}
     (
         p
-        | "RecallShards" >> beam.Create(T.task_groups(inputs, cfg.task_count(len(inputs))))
+        | "RecallShards" >> beam.Create(task_groups(inputs, cfg.task_count(len(inputs))))
         | "SpreadShards" >> beam.Reshuffle()
         | "ExtractShard" >> beam.ParDo(T.ExtractShard(dofn_cfg, dataclasses.asdict(llm)))
         | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)

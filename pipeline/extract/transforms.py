@@ -19,20 +19,13 @@ import apache_beam as beam
 from pipeline import shards
 from pipeline.extract import prompt
 from pipeline.extract.chunking import chunk_text, merge_pairs
+from pipeline.llm.client import LLMServerFailure, is_server_fault
 from pipeline.schema import RecalledDocument
 from pipeline.text.cleanup import remove_chrome
 from pipeline.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
 STAGE = "extract"
-
-
-# Failures that say the server, not the reply, is the problem (see pipeline/llm/client.py).
-SERVER_FAULTS = ("transport", "http_500", "http_502", "http_503", "http_504")
-
-
-class LLMServerFailure(RuntimeError):
-    """The endpoint failed mid-run beyond the client's retries."""
 
 
 def pair_id(doc_id: str, question: str) -> str:
@@ -68,12 +61,6 @@ def chunk_requests(doc: dict, c: dict[str, Any], count=lambda name, n=1: None) -
         chunks = chunks[: c["max_chunks_per_doc"]]
     return [{"id": f"{doc['id']}:{i}", "messages": prompt.messages(chunk), "schema": prompt.SCHEMA}
             for i, chunk in enumerate(chunks)]
-
-
-def task_groups(paths: list[str], tasks: int) -> list[list[str]]:
-    """Recall shards dealt round-robin into `tasks` groups (no empty group)."""
-    tasks = max(1, min(tasks, len(paths)))
-    return [paths[i::tasks] for i in range(tasks)]
 
 
 class ExtractShard(beam.DoFn):
@@ -128,7 +115,7 @@ class ExtractShard(beam.DoFn):
             for p in pairs:
                 yield ("record", p)
             return
-        lost = [r for r in results if not r.ok and (r.error or "").split(":", 1)[0] in SERVER_FAULTS]
+        lost = [r for r in results if is_server_fault(r)]
         if lost and c["stop_on_server_failure"]:
             # Every reply that did finish is already in the cache: stop now rather than write
             # shards with holes, and let a rerun ask again only for what is missing.

@@ -277,29 +277,8 @@ class LLMClient:
         them. A group with no requests finishes at once. Stopping the iteration early (an exception
         in the caller, `close()` of the generator) cancels what is still pending; replies that had
         finished are already in the cache."""
-        source = iter(groups)
-        pending: dict[concurrent.futures.Future, tuple[int, Any]] = {}
-        order = 0
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(pending) < max(1, max_pending):
-                    try:
-                        owner, requests = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending[self.submit(requests)] = (order, owner)
-                    order += 1
-                if not pending:
-                    return
-                done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: pending[f][0]):  # several at once: input order
-                    _, owner = pending.pop(future)
-                    yield owner, self.collect(future)
-        finally:
-            for future in pending:
-                future.cancel()
+        for owner, parts in stream_many(((o, [(self, r)]) for o, r in groups), max_pending):
+            yield owner, parts[0]
 
     def resolve_model(self, url: str) -> str:
         """The first model id the server at `url` lists at /v1/models."""
@@ -536,6 +515,68 @@ class LLMClient:
         except Exception as err:  # a full disk or a lock held too long costs a re-ask later, not the result
             log.warning("LLM cache: could not store a reply: %s", err)
             tally["cache_put_errors"] += 1
+
+
+def stream_many(groups: Iterable[tuple[Any, list[tuple["LLMClient", list[dict]]]]],
+                max_pending: int = 64) -> Iterator[tuple[Any, list[list[LLMResult]]]]:
+    """`LLMClient.stream` over several clients (several refiner endpoints, say): each group is
+    (owner, [(client, requests), ...]) and comes back as (owner, [results per part]) once all its
+    parts are done. Counts go to each client's `count` in the calling thread."""
+    source = iter(groups)
+    pending: dict[concurrent.futures.Future, tuple[int, int]] = {}  # future -> (group, part)
+    groups_open: dict[int, list] = {}  # group -> [owner, clients, futures, parts left]
+    order = 0
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(groups_open) < max(1, max_pending):
+                try:
+                    owner, parts = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                futures = [client.submit(requests) for client, requests in parts]
+                groups_open[order] = [owner, [c for c, _ in parts], futures, len(parts)]
+                for part, future in enumerate(futures):
+                    pending[future] = (order, part)
+                if not parts:
+                    pending[_done_future()] = (order, -1)
+                order += 1
+            if not pending:
+                return
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            finished = []
+            for future in done:
+                group, part = pending.pop(future)
+                if part >= 0:
+                    groups_open[group][3] -= 1
+                if groups_open[group][3] <= 0:
+                    finished.append(group)
+            for group in sorted(finished):  # several at once: input order
+                owner, clients, futures, _ = groups_open.pop(group)
+                yield owner, [client.collect(f) for client, f in zip(clients, futures)]
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _done_future() -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(None)
+    return future
+
+
+# Failures that say the server, not the reply, is the problem: a stage stops on them (its finished
+# replies are cached) rather than writing output with holes.
+SERVER_FAULTS = ("transport", "http_500", "http_502", "http_503", "http_504")
+
+
+class LLMServerFailure(RuntimeError):
+    """The endpoint failed mid-run beyond the client's retries."""
+
+
+def is_server_fault(result: LLMResult) -> bool:
+    return not result.ok and (result.error or "").split(":", 1)[0] in SERVER_FAULTS
 
 
 def _from_cache(id_: str, value: dict) -> LLMResult:

@@ -27,6 +27,7 @@ from pipeline.text.script import latin_share
 from pipeline.stats import Progress, StageCounter, merge
 
 log = logging.getLogger(__name__)
+SCORE_BINS = 20
 STAGE = "recall"
 
 
@@ -94,6 +95,8 @@ class ScorePages:
             return None, 0.0
         score = self.clf.score(text)
         count("pages_scored", 1)
+        # A 20-bin histogram of scores as counters, for the run report (bin i: [i/20, (i+1)/20)).
+        count(f"score_bin_{min(int(score * SCORE_BINS), SCORE_BINS - 1):02d}", 1)
         if score < self.threshold:
             count("dropped_below_threshold", 1)
             return None, score

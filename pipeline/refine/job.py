@@ -1,0 +1,166 @@
+"""The refine stage as a Beam pipeline: extracted pairs -> WebInstruct shards.
+
+    groups of extract shards -> RefinePairs (decontaminate; refiners through the LLM client;
+                                checks; merge policy)
+                             -> one key -> dedup_rows (exact + MinHash dedup, index, contaminated pages)
+                             -> shuffle by row id -> write shards -> one key -> stats.json
+
+Then, outside Beam: exports (`RUN/refine/export/webinstruct.{parquet,jsonl}`), the dataset card
+(`RUN/refine/README.md`) and the run report (`RUN/report.md`). The benchmark n-gram index is built
+once per set of benchmark files and reused (RUN/cache/decontam/).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+
+from infra.runners import run_pipeline
+from pipeline import shards
+from pipeline.llm.config import LLMConfig
+from pipeline.llm.endpoint import llm_endpoint, with_model
+from pipeline.refine import prompt
+from pipeline.refine import transforms as T
+from pipeline.refine.config import MERGE_POLICIES, RefineConfig
+from pipeline.schema import WebInstructRow, field_names
+from pipeline.stage import finish, key_by_shard, task_groups, write_records
+from pipeline.stats import format_stats
+
+log = logging.getLogger(__name__)
+ACCOUNTING = ("pairs_in", "rows_refined", "rows_original_kept", "rows_out", "records_written", "pairs_without_revision", "requests_sent", "cache_hits",
+              "cache_hits_failed", "prompt_tokens", "completion_tokens", "answers_consistent", "answers_changed",
+              "answers_unchecked", "contaminated_pages", "dropped_duplicate_exact", "dropped_duplicate_near")
+PUBLIC_FIELDS = ["orig_question", "orig_answer", "question", "answer", "source", "index"]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def benchmark_roots(cfg: RefineConfig) -> list[str]:
+    """The benchmark directories; a relative one is looked up in the working directory, then in
+    the repository (so the bundled data/benchmarks is found from anywhere)."""
+    roots = []
+    for b in cfg.benchmarks:
+        path = Path(b)
+        if not path.is_dir() and not path.is_absolute() and (REPO / b).is_dir():
+            path = REPO / b
+        if not path.is_dir():
+            raise FileNotFoundError(f"benchmark directory {b!r} does not exist (refine.benchmarks); the repository "
+                                    "bundles data/benchmarks")
+        roots.append(str(path))
+    return roots
+
+
+def resolve_refiners(cfg: RefineConfig, default: LLMConfig) -> list[dict]:
+    """Refiner entries with a full LLM config each; a missing url/model uses the default endpoint."""
+    entries = cfg.refiners or [{"name": "refiner"}]
+    out, names = [], set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"refine.refiners[{i}] must be a mapping with name, url, model, temperature")
+        name = str(entry.get("name") or f"refiner{i + 1}")
+        if name in names:
+            raise ValueError(f"refine.refiners: the name {name!r} is used twice")
+        names.add(name)
+        llm = default
+        if entry.get("url"):
+            llm = dataclasses.replace(default, url=[entry["url"]] if isinstance(entry["url"], str) else list(entry["url"]),
+                                      model=entry.get("model", ""))
+            llm = with_model(llm)
+        elif entry.get("model"):
+            llm = dataclasses.replace(default, model=entry["model"])
+        out.append({"name": name, "temperature": entry.get("temperature"), "llm": dataclasses.asdict(llm)})
+    return out
+
+
+def build(p: beam.Pipeline, inputs: list[str], cfg: RefineConfig, refiners: list[dict], index_path: str,
+          cache: str) -> None:
+    out = cfg.out_dir()
+    dofn_cfg = {**dataclasses.asdict(cfg), "cache": cache}
+    (
+        p
+        | "ExtractShards" >> beam.Create(task_groups(inputs, cfg.task_count(len(inputs))))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "RefinePairs" >> beam.ParDo(T.RefinePairs(dofn_cfg, refiners, index_path))
+        | "KeyAllRows" >> beam.Map(lambda item: (0, item))
+        | "GroupAllRows" >> beam.GroupByKey()
+        | "Dedup" >> beam.FlatMap(T.dedup_rows, out, cfg.dedup)
+        | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.FlatMap(write_records, T.STAGE, out, cfg.num_shards, WebInstructRow)
+        | "KeyAll" >> beam.Map(lambda item: (0, item))
+        | "GroupAll" >> beam.GroupByKey()
+        | "Finish" >> beam.Map(finish, out, cfg.num_shards, (T.CONTAMINATED_FILE,))
+    )
+
+
+def export(out: str, rows: list[dict]) -> dict[str, str]:
+    """The final rows as one Parquet file and one JSON-lines file (public fields first)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    export_dir = Path(out) / "export"
+    export_dir.mkdir(parents=True, exist_ok=True)
+    names = PUBLIC_FIELDS + [f for f in field_names(WebInstructRow) if f not in PUBLIC_FIELDS]
+    ordered = [{k: r[k] for k in names} for r in sorted(rows, key=lambda r: r["index"])]
+    paths = {"parquet": str(export_dir / "webinstruct.parquet"), "jsonl": str(export_dir / "webinstruct.jsonl")}
+    table = pa.Table.from_pylist(ordered, schema=pa.schema(
+        [(k, pa.int64() if k == "index" else pa.float64() if k == "doc_score" else pa.string()) for k in names]))
+    tmp = paths["parquet"] + ".tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, paths["parquet"])
+    tmp = paths["jsonl"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in ordered:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, paths["jsonl"])
+    return paths
+
+
+def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    from pipeline.refine.decontam import NGramIndex
+
+    if cfg.merge not in MERGE_POLICIES:
+        raise ValueError(f"refine.merge {cfg.merge!r}: choose one of {', '.join(MERGE_POLICIES)}")
+    inputs = shards.list_shards(cfg.input_dir())
+    if not inputs:
+        raise shards.MissingInput(f"no extract output in {cfg.input_dir()}: run `make extract` (webinstruct extract) first")
+    out = cfg.out_dir()
+    shards.makedirs(out)
+    cache = llm.cache or cfg.cache_path()
+    shards.makedirs(cache.rsplit("/", 1)[0])
+    t0 = time.monotonic()
+    index = NGramIndex.cached(benchmark_roots(cfg), cfg.ngram, cfg.index_cache or None)
+    log.info("refine: decontaminating against %d benchmarks (%s word %d-grams)", len(index.names), f"{len(index):,}",
+             cfg.ngram)
+    with llm_endpoint(llm, max_model_len=4096) as live:
+        refiners = resolve_refiners(cfg, live)
+        log.info("refine: %d extract shards -> %s with %s (merge: %s)", len(inputs), out,
+                 ", ".join(f"{r['name']}={r['llm']['model']}" for r in refiners), cfg.merge)
+        run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, index.path, cache))
+    stats = shards.read_json(shards.join(out, "stats.json"))
+    for name in ACCOUNTING:
+        stats.setdefault(name, 0)
+    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
+    shards.write_json(shards.join(out, "stats.json"), stats)
+    used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
+            "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}
+    shards.write_json(shards.join(out, "config.json"), used)
+    rows = list(shards.read_shards(out, WebInstructRow))
+    export(out, rows)
+    from pipeline.report.dataset_card import write_card
+    from pipeline.report.run_report import write_report
+
+    write_card(out, rows, stats, {**(recipe or {}), "refine": used})
+    write_report(cfg.run)
+    return stats
+
+
+def summary(stats: dict[str, Any], out_dir: str) -> str:
+    return format_stats(stats, f"refine -> {out_dir}")
