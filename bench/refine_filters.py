@@ -2,7 +2,7 @@
 
     python bench/refine_filters.py [--sizes 10000 100000] [--seed 0]
 
-The pairs are made from the real benchmark files in ../shared/benchmarks (GSM8K, MATH, MMLU-STEM,
+The pairs are made from the real benchmark files in data/benchmarks (GSM8K, MATH, MMLU-STEM,
 TheoremQA, ARC, AQuA, SVAMP, GPQA, ...), each one perturbed so that it no longer shares a word
 10-gram with any benchmark: sentences shuffled, every number replaced by a random one, and every
 7th word replaced by a random benchmark word. Among them, at known places:
@@ -31,8 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
-BENCHMARKS = SHARED / "benchmarks"
+BENCHMARKS = ROOT / "data" / "benchmarks"  # the bundled copy of ../shared/benchmarks
 
 from pipeline.refine.decontam import NGramIndex, read_json, tokenize  # noqa: E402
 from pipeline.refine.dedup import NearDup, dedup, tokens  # noqa: E402
@@ -73,7 +72,10 @@ def load_pool(root: Path) -> list[tuple[str, str, str]]:
     """(benchmark, question, answer) of every record of the SOURCES files."""
     pool = []
     for name, (file, question, answer) in SOURCES.items():
-        for value in read_json(root / name / file):
+        path = root / name / file
+        if not path.exists():  # the bundled copies are gzipped
+            path = path.with_name(file + ".gz")
+        for value in read_json(path):
             for record in value if isinstance(value, list) else [value]:
                 pool.append((name, question(record), answer(record)))
     return pool
