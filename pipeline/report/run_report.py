@@ -30,7 +30,7 @@ STAGES = ("recall", "extract", "refine")
 FUNNEL = {
     "recall": ("records_read", "records_response", "pages_decoded", "pages_scored", "pages_recalled",
                "docs_written"),
-    "extract": ("docs_in", "docs_with_pairs", "docs_structured", "pairs_out"),
+    "extract": ("docs_in", "docs_structured", "docs_with_pairs", "pairs_out"),
     "refine": ("pairs_in", "rows_out"),
 }
 LLM_ACCOUNTING = ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "wall_seconds")

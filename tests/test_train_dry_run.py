@@ -1,0 +1,46 @@
+"""DRY_RUN end to end: real files, a real tokenizer, no weights of the planned model."""
+from __future__ import annotations
+
+from pipeline.shards import write_shard
+from training.config import load_train_config
+from training.dry_run import dry_run, main
+
+
+def _refine(run):
+    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}. The answer is {2 * i}."} for i in range(20)]
+    write_shard(str(run / "refine" / "part-00000-of-00001.jsonl.gz"), rows + [{"question": "", "answer": "x"}])
+
+
+def test_dry_run_mistral_without_weights(tmp_path, monkeypatch, llm_model_dir):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("training.dry_run.resolve", _embedded_only(llm_model_dir))
+    _refine(tmp_path)
+    cfg = load_train_config("mammoth2", model="mistral-7b", run=str(tmp_path), packing=True)
+    p = dry_run(cfg, n_gpus=8, n_nodes=4)
+    assert p["tokens_estimated"] and p["parameters"]["total"] == 7_241_732_096
+    assert p["data"]["kept"] == 20 and p["data"]["skipped_empty_field"] == 1
+    assert p["data"]["packed_rows"] == 1 and p["steps_per_epoch"] == 1 and p["total_steps"] == 2
+    assert p["tokens"] > 20 * 10
+
+
+def test_dry_run_cli_prints_the_plan(tmp_path, monkeypatch, capsys, llm_model_dir):
+    monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("training.dry_run.resolve", _embedded_only(llm_model_dir))
+    _refine(tmp_path)
+    assert main(["--recipe", "cpu-demo", "--run", str(tmp_path), "--gpus", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "20 sequences" in out and "activations" in out
+    assert main(["--recipe", "cpu-demo", "--model", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().out
+
+
+def _embedded_only(model_dir):
+    """resolve() with the embedded model already converted (the session fixture's folder)."""
+    from training.registry import REGISTRY, ResolvedModel, resolve
+
+    def fake(name, model_path=""):
+        if name == "smollm2-135m":
+            return ResolvedModel(name, model_dir, REGISTRY[name])
+        return resolve(name, model_path)
+    return fake

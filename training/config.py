@@ -1,0 +1,75 @@
+"""Settings of a training run (recipe section `train`, recipes in infra/recipes/train/).
+
+Precedence as for the pipeline stages: dataclass default < recipe section < command line.
+Outputs go under RUN/train/<model>/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import build, load_recipe, option
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "infra" / "recipes" / "train"
+
+
+@dataclass
+class TrainConfig:
+    model: str = option("smollm2-135m", "registered model name or a local model folder")
+    model_path: str = option("", "folder with the model's weights (MODEL_PATH); default: the cache folder")
+    recipe: str = option("cpu-demo", "recipe name (infra/recipes/train/<recipe>.yaml): picks the paper learning rate")
+    run: str = option("runs/sample", "run directory; training writes RUN/train/<model>/")
+    data: list = option([], "data sources, recipe only: [{path, weight, name}]; a path may use {run}; "
+                            "empty: the WebInstruct shards in RUN/refine", cli=False)
+    format: str = option("chat", "prompt format: chat (the tokenizer's chat template) or alpaca (MetaMath's prompt)")
+    max_len: int = option(512, "tokens per sequence; longer responses are cut, longer prompts dropped")
+    global_batch: int = option(8, "sequences per optimizer step, over all processes (micro batch x accumulation x world)")
+    micro_batch: int = option(2, "sequences per process per forward pass")
+    epochs: int = option(1, "passes over the data")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no cap); the schedule spans the capped run")
+    lr: float = option(0.0, "learning rate; 0: the recipe's value for this model (`lrs`), else the paper's")
+    lrs: dict = option({}, "learning rate per model name, recipe only", cli=False)
+    warmup_ratio: float = option(0.03, "share of the steps with linear warmup")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    schedule: str = option("cosine", "learning-rate schedule after warmup: cosine, linear or constant")
+    zero_stage: int = option(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3")
+    offload: str = option("none", "ZeRO offload to CPU memory: none, optimizer, or optimizer+params (stage 3)")
+    bf16: bool = option(True, "bf16 mixed precision (GPUs); false: fp32 (CPUs)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    packing: bool = option(False, "pack several sequences per row (position ids restart per sequence)")
+    seed: int = option(42, "seed of data order and mixing")
+    save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
+
+    def out_dir(self) -> str:
+        name = Path(self.model.rstrip("/")).name
+        return f"{self.run.rstrip('/')}/train/{name}"
+
+    def learning_rate(self) -> float:
+        """`lr` if set, else the recipe's `lrs[model]`, else the paper's rate for this recipe."""
+        if self.lr:
+            return self.lr
+        if self.model in self.lrs:
+            return float(self.lrs[self.model])
+        from training.registry import REGISTRY
+        spec = REGISTRY.get(self.model)
+        if spec and self.recipe in spec.paper_lr:
+            return spec.paper_lr[self.recipe]
+        raise ValueError(f"no learning rate for model {self.model!r} in recipe {self.recipe!r}: set lr=")
+
+    def data_sources(self) -> list[dict]:
+        sources = self.data or [{"path": "{run}/refine", "weight": 1.0, "name": "webinstruct"}]
+        return [{"weight": 1.0, "name": "", **s, "path": str(s["path"]).format(run=self.run.rstrip("/"))}
+                for s in sources]
+
+
+def recipe_path(name_or_path: str) -> str:
+    """A recipe name (`metamath`) or a YAML path."""
+    p = Path(name_or_path)
+    return str(p) if p.suffix in (".yaml", ".yml") else str(RECIPES_DIR / f"{name_or_path}.yaml")
+
+
+def load_train_config(recipe: str = "cpu-demo", **overrides) -> TrainConfig:
+    """TrainConfig from a recipe's `train` section, then overrides (None values ignored)."""
+    section = dict(load_recipe(recipe_path(recipe)).get("train") or {})
+    section.setdefault("recipe", Path(recipe).stem)
+    return build(TrainConfig, section, overrides)

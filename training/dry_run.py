@@ -1,0 +1,83 @@
+"""`DRY_RUN=1`: plan a training job without weights and without a GPU.
+
+Reads and encodes the data with the model's tokenizer when its folder is on the machine, else
+with the embedded SmolLM2 tokenizer (token counts then marked as an estimate), and prints the
+plan of `training.plan`.
+
+    python -m training.dry_run --recipe mammoth2 --model mistral-7b --gpus 8 --nodes 4
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from typing import Any
+
+from pipeline.config import add_arguments
+from training.config import TrainConfig, load_train_config
+from training.data import mix, pack, read_examples
+from training.formatting import encode_all, ensure_chat_template
+from training.plan import format_plan, plan
+from training.registry import EMBEDDED_MODEL, ModelNotFound, get_spec, resolve
+
+
+def _tokenizer(cfg: TrainConfig):
+    from transformers import AutoTokenizer
+    try:
+        path, estimate = resolve(cfg.model, cfg.model_path).path, False
+    except ModelNotFound:
+        path, estimate = resolve(EMBEDDED_MODEL).path, True
+    tok = AutoTokenizer.from_pretrained(path)
+    ensure_chat_template(tok)
+    return tok, estimate
+
+
+def data_stats(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
+    """Counts of reading, mixing, encoding and (optionally) packing the recipe's data sources."""
+    counts: Counter = Counter()
+    sources = []
+    for src in cfg.data_sources():
+        if not os.path.exists(src["path"]):
+            counts["missing_sources"] += 1
+            continue
+        sources.append((list(read_examples(src["path"], src["name"], counts)), float(src["weight"])))
+    encoded = encode_all(mix(sources, cfg.seed), tokenizer, cfg.format, cfg.max_len, counts)
+    stats = dict(counts)
+    stats.setdefault("kept", 0)
+    stats.setdefault("tokens", 0)
+    if cfg.packing:
+        stats["packed_rows"] = len(pack(encoded, cfg.max_len))
+    return stats
+
+
+def dry_run(cfg: TrainConfig, n_gpus: int = 1, n_nodes: int = 1) -> dict[str, Any]:
+    get_spec(cfg.model)  # an unknown model fails here, before any data is read
+    tokenizer, estimate = _tokenizer(cfg)
+    p = plan(cfg.model, data_stats(cfg, tokenizer), cfg, n_gpus, n_nodes)
+    p["tokens_estimated"] = estimate
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per node")
+    parser.add_argument("--nodes", type=int, default=1)
+    add_arguments(parser, TrainConfig)
+    args = vars(parser.parse_args(argv))
+    gpus, nodes = args.pop("gpus"), args.pop("nodes")
+    try:
+        cfg = load_train_config(args.pop("recipe", "cpu-demo"), **args)
+        p = dry_run(cfg, gpus, nodes)
+    except (ModelNotFound, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}")
+        return 2
+    print(format_plan(p))
+    if p["tokens_estimated"]:
+        print(f"(no tokenizer of {cfg.model} on this machine: token counts are estimated with {EMBEDDED_MODEL}'s)")
+    if p["data"].get("missing_sources"):
+        print(f"({p['data']['missing_sources']} data source(s) missing: {[s['path'] for s in cfg.data_sources()]})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
