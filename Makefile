@@ -15,6 +15,12 @@ CLASSIFIER ?=
 LLM_URL  ?=
 LLM_MODEL ?=
 LABELER  ?=
+MODEL    ?=
+MODEL_PATH ?=
+RECIPE   ?= cpu-demo
+DRY_RUN  ?=
+GPUS     ?=
+NODES    ?=
 PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
@@ -26,10 +32,13 @@ EXTRACT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNE
                  $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
 REFINE_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
                 $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
+TRAIN_FLAGS := --recipe $(RECIPE) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
+               $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(GPUS),--gpus $(GPUS)) \
+               $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract refine serve-llm stop-llm classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract refine train serve-llm stop-llm classifier domains domain-round test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -69,6 +78,9 @@ extract: install  ## RUN/recall -> RUN/extract (LLM_URL=http://host:8000/v1 LLM_
 
 refine: install  ## RUN/extract -> RUN/refine: WebInstruct shards, exports, dataset card, RUN/report.md
 	$(WI) refine $(REFINE_FLAGS)
+
+train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m RECIPE=cpu-demo|metamath|mammoth2 MODEL_PATH= GPUS= DRY_RUN=1)
+	$(WI) train $(TRAIN_FLAGS)
 
 serve-llm: install  ## start the local LLM server in the background and print its URL (stages use it)
 	$(WI) llm serve --detach

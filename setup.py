@@ -28,7 +28,7 @@ EXTRAS = {
             "math-verify", "datasketch"],
     # The GPU path: the CUDA builds of the same components.
     "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch"],
-    "dev": ["pytest>=8", "pytest-timeout"],
+    "dev": ["pytest>=8", "pytest-timeout", "psutil"],
 }
 
 setup(

@@ -7,6 +7,7 @@
     webinstruct domains round      retrain on selected domains, recall again, report the overlap
     webinstruct extract            recalled documents -> question-answer pairs (LLM)
     webinstruct refine             question-answer pairs -> WebInstruct shards, dataset card, run report (LLM)
+    webinstruct train              fine-tune a model on the shards with DeepSpeed (--dry-run: plan a cluster job)
     webinstruct llm serve | stop   the local OpenAI-compatible LLM server (make serve-llm / stop-llm)
 
 Settings come from a YAML recipe (`--config`, one section per stage) overridden by flags.
@@ -111,6 +112,46 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flags(overrides: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, value in overrides.items():
+        flag = "--run-dir" if name == "run" else "--" + name.replace("_", "-")  # torchrun owns --run
+        out += [flag] + ([str(v) for v in value] if isinstance(value, list) else [str(value).lower()
+                                                                                 if isinstance(value, bool) else str(value)])
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import subprocess
+
+    from training.config import TrainConfig, load_train_config
+    from training.registry import resolve
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    recipe = overrides.pop("recipe", "cpu-demo")
+    cfg = load_train_config(recipe, **overrides)
+    if args.dry_run:
+        from training.dry_run import report
+
+        print(report(cfg, args.gpus, args.nodes))
+        return 0
+    resolve(cfg.model, cfg.model_path)  # no weights: the message says where to put them, before anything starts
+    if args.nodes > 1:
+        raise ValueError("several nodes: launch with DeepSpeed's launcher and a hostfile, e.g. `deepspeed --hostfile "
+                         "hosts --num_gpus 8 --module training.trainer --config RECIPE ...` (see README, Training)")
+    if args.gpus > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}", "-m",
+               "training.trainer", "--config", recipe] + _flags(overrides)
+        log.info("launching: %s", " ".join(cmd))
+        return subprocess.call(cmd)
+    from training.trainer import train
+
+    train(cfg)
+    return 0
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
@@ -189,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     from pipeline.recall.config import RecallConfig
     from pipeline.recall.rounds import DomainsConfig
     from pipeline.refine.config import RefineConfig
+    from training.config import TrainConfig
 
     top = argparse.ArgumentParser(prog="webinstruct", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,6 +260,17 @@ def parser() -> argparse.ArgumentParser:
     C.add_arguments(p, RefineConfig, section="refine")
     C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
     p.set_defaults(func=cmd_refine)
+
+    p = sub.add_parser("train", help="fine-tune a model with DeepSpeed on WebInstruct / MetaMathQA shards",
+                       description="Train MODEL (a registry name or a model folder) with the recipe's settings "
+                                   "(infra/recipes/train/<recipe>.yaml); flags override the recipe. --dry-run "
+                                   "prints the plan (parameters, memory per GPU per ZeRO stage, steps) without weights.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--dry-run", action="store_true", help="plan only: no weights, no training (DRY_RUN=1)")
+    p.add_argument("--gpus", type=int, default=1, help="processes (GPUs) per node; >1 launches torchrun")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (the plan; training on several uses DeepSpeed's launcher)")
+    C.add_arguments(p, TrainConfig, section="train")
+    p.set_defaults(func=cmd_train)
 
     llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
     llm_sub = llm.add_subparsers(dest="action", required=True, metavar="ACTION")

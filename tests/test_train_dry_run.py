@@ -44,3 +44,24 @@ def _embedded_only(model_dir):
             return ResolvedModel(name, model_dir, REGISTRY[name])
         return resolve(name, model_path)
     return fake
+
+
+def test_webinstruct_train_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
+    from infra.cli import main as cli
+
+    monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert cli(["train", "--model", "mistral-7b", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "MODEL_PATH" in err and "mistralai/Mistral-7B-v0.1" in err and "Traceback" not in err
+
+
+def test_webinstruct_train_dry_run_for_every_registered_model(tmp_path, capsys, llm_model_dir):
+    from infra.cli import main as cli
+    from training.registry import REGISTRY
+
+    for name in REGISTRY:
+        assert cli(["train", "--dry-run", "--model", name, "--recipe", "mammoth2", "--gpus", "8",
+                    "--run", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert "parameters" in out and "ZeRO" in out, name

@@ -39,6 +39,7 @@ class TrainConfig:
     packing: bool = option(False, "pack several sequences per row (position ids restart per sequence)")
     seed: int = option(42, "seed of data order and mixing")
     save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
+    keep_checkpoints: int = option(2, "newest checkpoints kept on disk (0: all)")
 
     def out_dir(self) -> str:
         name = Path(self.model.rstrip("/")).name

@@ -58,6 +58,17 @@ def dry_run(cfg: TrainConfig, n_gpus: int = 1, n_nodes: int = 1) -> dict[str, An
     return p
 
 
+def report(cfg: TrainConfig, n_gpus: int = 1, n_nodes: int = 1) -> str:
+    """The plan as text, with notes on estimated token counts and missing data."""
+    p = dry_run(cfg, n_gpus, n_nodes)
+    lines = [format_plan(p)]
+    if p["tokens_estimated"]:
+        lines.append(f"(no tokenizer of {cfg.model} on this machine: token counts are estimated with {EMBEDDED_MODEL}'s)")
+    if p["data"].get("missing_sources"):
+        lines.append(f"({p['data']['missing_sources']} data source(s) missing: {[s['path'] for s in cfg.data_sources()]})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per node")
@@ -67,15 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     gpus, nodes = args.pop("gpus"), args.pop("nodes")
     try:
         cfg = load_train_config(args.pop("recipe", "cpu-demo"), **args)
-        p = dry_run(cfg, gpus, nodes)
+        print(report(cfg, gpus, nodes))
     except (ModelNotFound, FileNotFoundError, ValueError) as err:
         print(f"error: {err}")
         return 2
-    print(format_plan(p))
-    if p["tokens_estimated"]:
-        print(f"(no tokenizer of {cfg.model} on this machine: token counts are estimated with {EMBEDDED_MODEL}'s)")
-    if p["data"].get("missing_sources"):
-        print(f"({p['data']['missing_sources']} data source(s) missing: {[s['path'] for s in cfg.data_sources()]})")
     return 0
 
 
