@@ -146,9 +146,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                "training.trainer", "--config", recipe] + _flags(overrides)
         log.info("launching: %s", " ".join(cmd))
         return subprocess.call(cmd)
-    from training.trainer import train
+    from training.trainer import train_stages
 
-    train(cfg)
+    train_stages(cfg)
     return 0
 
 

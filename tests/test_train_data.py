@@ -88,7 +88,7 @@ def _enc(n, first_label=7):
 
 def test_packing_layout_and_position_ids():
     rows = pack([_enc(5), _enc(4), _enc(3), _enc(2)], max_len=8)
-    # first fit in input order: 5 -> row0, 4 -> row1, 3 -> row0 (5+3), 2 -> row1 (4+2)
+    # best fit, longest first: 5 -> row0, 4 -> row1, 3 -> row0 (room 3: 5+3), 2 -> row1 (4+2)
     assert [r["lengths"] for r in rows] == [[5, 3], [4, 2]]
     assert rows[0]["position_ids"] == [0, 1, 2, 3, 4, 0, 1, 2]
     assert rows[1]["position_ids"] == [0, 1, 2, 3, 0, 1]
@@ -146,3 +146,9 @@ def test_weighted_mix_is_deterministic():
     assert Counter(e["source"] for e in m) == Counter(a=5, b=8)
     assert all(sum(e is x for x in m) == 2 for e in b)  # upsampled: each twice
     assert m == mix([(a, 0.5), (b, 2)], seed=1) and m != mix([(a, 0.5), (b, 2)], seed=2)
+
+
+def test_packing_best_fit_longest_first_fills_rows():
+    # Input order first fit would give [6], [5], [4, 3] ... ; best fit longest first pairs 6+2, 5+3, 4+4.
+    rows = pack([_enc(n) for n in (2, 3, 4, 4, 5, 6)], max_len=8)
+    assert sorted(sorted(r["lengths"]) for r in rows) == [[2, 6], [3, 5], [4, 4]]

@@ -265,3 +265,29 @@ def test_deepspeed_config_filled_from_recipe():
     with pytest.raises(ValueError):
         deepspeed_config(load_train_config("cpu-demo", offload="optimizer+params"), world=1, on_gpu=False)
     assert "auto" not in json.dumps(ds)
+
+
+@pytest.mark.slow
+def test_plus_recipe_second_stage_starts_from_the_first(tiny, tmp_path):
+    """`then:` in a recipe: stage 2 trains the first stage's exported model on other data."""
+    with open(tmp_path / "more.jsonl", "w") as fh:
+        for p in _gsm8k_pairs(80)[64:]:
+            fh.write(json.dumps({"query": p["question"], "response": p["answer"], "type": "GSM_AnsAug"}) + "\n")
+    recipe = tmp_path / "plus.yaml"
+    recipe.write_text(
+        "train:\n  format: chat\n  max_len: 128\n  global_batch: 4\n  micro_batch: 2\n  max_steps: 2\n"
+        f"  lr: {LR}\n  zero_stage: 2\n  bf16: false\n  seed: 7\n"
+        f"  data:\n    - {{path: {tiny['root'] / 'pairs.jsonl'}, name: gsm8k}}\n"
+        f"  then:\n    max_steps: 3\n    data:\n      - {{path: {tmp_path / 'more.jsonl'}, name: metamathqa}}\n")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(var, None)
+    done = subprocess.run([PY, "-m", "training.trainer", "--config", str(recipe), "--model", tiny["model"],
+                           "--run", str(run)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    first, second = run / "train" / "tiny-llama", run / "train" / "tiny-llama-stage2"
+    assert (first / "final" / "config.json").exists() and (second / "final" / "config.json").exists()
+    stats = json.loads((second / "stats.json").read_text())
+    assert stats["model_path"] == str(first / "final") and stats["steps"] == 3
+    assert [json.loads(x)["step"] for x in (second / "log.jsonl").read_text().splitlines()] == [1, 2, 3]

@@ -5,6 +5,8 @@ Outputs go under RUN/train/<model>/.
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +42,26 @@ class TrainConfig:
     seed: int = option(42, "seed of data order and mixing")
     save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
     keep_checkpoints: int = option(2, "newest checkpoints kept on disk (0: all)")
+    name: str = option("", "output folder under RUN/train (default: the model's name)")
+    then: dict = option({}, "recipe only: a second stage that starts from this stage's final model with these "
+                            "settings changed (MAmmoTH2's Plus recipe: WebInstruct first, then other data)", cli=False)
 
     def out_dir(self) -> str:
-        name = Path(self.model.rstrip("/")).name
+        name = self.name or Path(self.model.rstrip("/")).name
         return f"{self.run.rstrip('/')}/train/{name}"
+
+    def next_stage(self) -> "TrainConfig | None":
+        """The `then` stage: this stage's final model, this stage's settings with `then` applied."""
+        if not self.then:
+            return None
+        changes = dict(self.then)
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)} - {"model", "model_path"}
+        if unknown or "model" in changes:
+            raise ValueError(f"train.then: {sorted(unknown or {'model'})} cannot be set for the second stage "
+                             "(it starts from the first stage's final model)")
+        base = Path(self.out_dir()).name
+        return dataclasses.replace(self, **{"lr": self.learning_rate(), "name": f"{base}-stage2", **changes,
+                                            "model": f"{self.out_dir()}/final", "model_path": "", "then": {}})
 
     def learning_rate(self) -> float:
         """`lr` if set, else the recipe's `lrs[model]`, else the paper's rate for this recipe."""

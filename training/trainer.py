@@ -311,6 +311,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return stats
 
 
+def train_stages(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """`train(cfg)`, then its `then` stage (if any) from the first stage's exported model."""
+    stats = [train(cfg)]
+    second = cfg.next_stage()
+    if second is not None:
+        print(f"second stage: {second.out_dir()} from {second.model}", flush=True)
+        stats.append(train(second))
+    return stats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=None, help="recipe: a name (infra/recipes/train/<name>.yaml) or a YAML path")
@@ -323,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = args.pop("config") or args.get("recipe") or "cpu-demo"
     try:
         cfg = load_train_config(recipe, **args)
-        train(cfg)
+        train_stages(cfg)
     except (ModelNotFound, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
