@@ -6,8 +6,10 @@ Same model (a small random-init Llama with SmolLM2's tokenizer, so the run fits 
 same data (GSM8K training pairs from the bundled seeds, chat format, response-only labels),
 same global batch, micro batch, learning rate, schedule and DeepSpeed ZeRO-2 config:
   - baseline: `transformers.Trainer(deepspeed=<our config>)` with a padding collator;
-  - ours without packing (padding to the longest row of each micro batch, as the baseline);
-  - ours with packing (first-fit packing, restarted position ids).
+  - ours padding each micro batch to its longest row, as the baseline;
+  - ours padding-free (the default): each micro batch's sequences in one row, position ids
+    restarting per sequence, no pad tokens;
+  - ours with packing (longest-first best-fit packing into max_len rows).
 Each side runs in its own process, one after the other. Measured: real (non-pad) tokens per
 second over the optimizer steps after the first (the first includes warm-up), and the share of
 pad tokens in the batches each side builds. Goal of the issue: packing >= 1.3x the baseline's
@@ -29,12 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 NOTES = """
 Reading the numbers: with padding, our loop and transformers' Trainer do the same work at the same
-speed (both drive the same DeepSpeed engine). Packing removes the pad tokens (a quarter of the
-padded batches here; rows filled longest-first, best fit), and attention over 512-token packed
-rows costs more per token than over ~200-token examples, which takes back part of that gain. An
-earlier run of this script while the test suite ran beside it gave 5.6x: timings on a shared
+speed (both drive the same DeepSpeed engine). Padding-free batches and packing remove the pad
+tokens (a quarter of the padded batches here). Flattening is not applied to packed rows: without
+a varlen attention kernel (SDPA on CPU) attention over one flattened row is computed densely and
+masked, so 4 packed rows of 512 tokens flattened to 2,048 cost more than the ~1% of pads they
+carry (measured: 1.20x flattened against 1.36x padded). With flash-attention's varlen kernels on
+GPUs that trade-off changes. An earlier run of this script while the test suite ran beside it gave 5.6x: timings on a shared
 2-core machine swing, so compare only numbers of one undisturbed run.
 """
+SIDES = ("baseline", "padded", "padding_free", "packed")
 MAX_LEN = 512
 GLOBAL_BATCH = 16
 MICRO_BATCH = 4
@@ -71,26 +76,25 @@ def make_model(folder: Path, hidden: int, layers: int) -> None:
     tok.save_pretrained(folder)
 
 
-def config(work: Path, steps: int, packing: bool):
+def config(work: Path, steps: int, packing: bool, padding_free: bool = True):
     from training.config import TrainConfig
 
-    return TrainConfig(model=str(work / "model"), run=str(work / ("run-packed" if packing else "run-padded")),
+    return TrainConfig(model=str(work / "model"), run=str(work / f"run-{packing}-{padding_free}"),
                        data=[{"path": str(work / "pairs.jsonl"), "weight": 1.0, "name": "gsm8k"}], format="chat",
                        max_len=MAX_LEN, global_batch=GLOBAL_BATCH, micro_batch=MICRO_BATCH, epochs=1,
                        max_steps=steps, lr=LR, warmup_ratio=0.1, schedule="cosine", zero_stage=2, bf16=False,
-                       packing=packing, save_every=0, seed=1)
+                       packing=packing, padding_free=padding_free, save_every=0, seed=1)
 
 
-def side_ours(work: Path, steps: int, packing: bool) -> dict:
+def side_ours(work: Path, steps: int, packing: bool, padding_free: bool) -> dict:
     from training.trainer import train
 
-    cfg = config(work, steps, packing)
+    cfg = config(work, steps, packing, padding_free)
     stats = train(cfg)
     log = [json.loads(x) for x in (Path(cfg.out_dir()) / "log.jsonl").read_text().splitlines()][1:]
     real = sum(r["tokens"] for r in log)  # rows' own lengths: no pads
     seconds = sum(r["tokens"] / r["tokens_per_s"] for r in log)
-    key = "padding_share_packed" if packing else "padding_share_unpacked"
-    return {"tokens_per_s": real / seconds, "padding": stats.get(key), "steps": len(log) + 1}
+    return {"tokens_per_s": real / seconds, "padding": stats["padding_share_trained"], "steps": len(log) + 1}
 
 
 def side_baseline(work: Path, steps: int) -> dict:
@@ -102,7 +106,7 @@ def side_baseline(work: Path, steps: int) -> dict:
     from training.trainer import deepspeed_config, ensure_dist_env, load_rows
 
     ensure_dist_env()
-    cfg = config(work, steps, packing=False)
+    cfg = config(work, steps, packing=False, padding_free=False)
     tok = AutoTokenizer.from_pretrained(cfg.model)
     rows, _ = load_rows(cfg, tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -157,13 +161,13 @@ def main() -> int:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "bench/RESULTS.md"))
-    ap.add_argument("--side", choices=("baseline", "padded", "packed"), help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:  # one side, in its own process
         work = Path(args.work)
         result = (side_baseline(work, args.steps) if args.side == "baseline"
-                  else side_ours(work, args.steps, packing=args.side == "packed"))
+                  else side_ours(work, args.steps, packing=args.side == "packed", padding_free=args.side != "padded"))
         (work / f"{args.side}.json").write_text(json.dumps(result))
         return 0
 
@@ -173,11 +177,13 @@ def main() -> int:
         with open(work / "pairs.jsonl", "w") as fh:
             for p in gsm8k_pairs(args.pairs):
                 fh.write(json.dumps(p) + "\n")
-        results = {side: run_side(side, work, args.steps) for side in ("baseline", "padded", "packed")}
+        results = {side: run_side(side, work, args.steps) for side in SIDES}
     base = results["baseline"]["tokens_per_s"]
     lines = ["| side | real tokens/s | x baseline | pad tokens in batches |", "|---|---:|---:|---:|"]
     names = {"baseline": "transformers `Trainer` + DeepSpeed ZeRO-2, padding collator",
-             "padded": "ours, padding per micro batch", "packed": "ours, packing"}
+             "padded": "ours, padding per micro batch (`--padding-free false`)",
+             "padding_free": "ours, padding-free micro batches (default)",
+             "packed": "ours, packing (rows padded to the longest of the micro batch)"}
     for side, r in results.items():
         lines.append(f"| {names[side]} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / base:.2f} | "
                      f"{100 * r['padding']:.1f}% |")

@@ -250,6 +250,30 @@ def test_collate_pads_and_masks():
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
+def test_collate_padding_free_is_one_row_with_restarted_positions():
+    rows = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}]
+    b = collate(rows, pad_id=0, packed=False, padding_free=True)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8, 9]] and b["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert b["labels"].tolist() == [[-100, 6, 7, -100, 9]] and "attention_mask" not in b
+    packed = [{"input_ids": [1, 2, 3], "labels": [1, 2, 3], "position_ids": [0, 0, 1]}, rows[1]]
+    assert collate(packed, 0, True, True)["position_ids"].tolist() == [[0, 0, 1, 0, 1]]
+
+
+def test_padding_free_loss_equals_padded_loss(tiny):
+    """The same micro batch padded or flattened gives the same loss (and so the same gradients)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny["model"], dtype=torch.float32)
+    torch.manual_seed(2)
+    rows = [{"input_ids": (ids := torch.randint(5, 1000, (n,)).tolist()), "labels": [-100] * 3 + ids[3:]}
+            for n in (19, 11, 7)]
+    with torch.no_grad():
+        padded = model(**collate(rows, pad_id=0, packed=False), use_cache=False).loss
+        flat = model(**collate(rows, pad_id=0, packed=False, padding_free=True), use_cache=False).loss
+    torch.testing.assert_close(flat, padded, atol=1e-5, rtol=1e-5)
+
+
 def test_deepspeed_config_filled_from_recipe():
     from training.trainer import deepspeed_config
 

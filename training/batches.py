@@ -44,23 +44,44 @@ class StepOrder:
         return [perm[i % self.n_rows] for i in range(start, start + self.micro)]
 
 
-def collate(rows: Sequence[dict[str, Any]], pad_id: int, packed: bool) -> dict[str, torch.Tensor]:
-    """Pad rows to the longest of the micro batch (right padding, labels -100 on pads).
+def collate(rows: Sequence[dict[str, Any]], pad_id: int, packed: bool, padding_free: bool = False) -> dict[str, torch.Tensor]:
+    """One micro batch as model inputs.
 
-    Unpacked: an attention mask hides the pads. Packed: no attention mask, restarted
-    `position_ids` instead (transformers derives the block-diagonal mask from them when the model
-    is called with use_cache=False); the padding tail is one more sequence of its own, and being
-    last it is never attended to by a real token."""
+    padding_free: every row of the micro batch goes into one long row, position ids restarting at
+    each sequence (as packing does inside a row) and the first label of each sequence after the
+    first set to -100, so no target is predicted across a boundary; no pad token at all. The loss
+    is the same token mean as with padding. Needs a model that separates sequences by their
+    position ids when called with use_cache=False (the Llama family in transformers 5; see the
+    stack notes and tests/test_train_loop.py).
+
+    Otherwise rows are padded to the longest of the micro batch (right padding, labels -100 on
+    pads). Unpacked: an attention mask hides the pads. Packed: no attention mask, restarted
+    `position_ids` instead; the padding tail is one more sequence of its own, and being last it
+    is never attended to by a real token."""
+    if padding_free:
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for r in rows:
+            n = len(r["input_ids"])
+            row_labels = list(r["labels"])
+            if ids:
+                row_labels[0] = IGNORE_INDEX
+            ids += list(r["input_ids"])
+            labels += row_labels
+            positions += list(r["position_ids"]) if "position_ids" in r else list(range(n))
+        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([positions])}
     width = max(len(r["input_ids"]) for r in rows)
-    ids, labels, extra = [], [], []
+    ids2, labels2, extra = [], [], []
     for r in rows:
         n = len(r["input_ids"])
-        ids.append(list(r["input_ids"]) + [pad_id] * (width - n))
-        labels.append(list(r["labels"]) + [IGNORE_INDEX] * (width - n))
+        ids2.append(list(r["input_ids"]) + [pad_id] * (width - n))
+        labels2.append(list(r["labels"]) + [IGNORE_INDEX] * (width - n))
         if packed:
             extra.append(list(r["position_ids"]) + list(range(width - n)))
         else:
             extra.append([1] * n + [0] * (width - n))
-    batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+    batch = {"input_ids": torch.tensor(ids2), "labels": torch.tensor(labels2)}
     batch["position_ids" if packed else "attention_mask"] = torch.tensor(extra)
     return batch

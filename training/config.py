@@ -38,6 +38,8 @@ class TrainConfig:
     offload: str = option("none", "ZeRO offload to CPU memory: none, optimizer, or optimizer+params (stage 3)")
     bf16: bool = option(True, "bf16 mixed precision (GPUs); false: fp32 (CPUs)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    padding_free: bool = option(True, "without packing: put each micro batch's sequences in one row with restarted "
+                                      "position ids instead of padding them (no pad tokens); false: pad to the longest")
     packing: bool = option(False, "pack several sequences per row (position ids restart per sequence)")
     seed: int = option(42, "seed of data order and mixing")
     save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")

@@ -94,11 +94,13 @@ def load_rows(cfg: TrainConfig, tokenizer) -> tuple[list[dict[str, Any]], Counte
         sources.append((list(read_examples(src["path"], src["name"], counts)), float(src["weight"])))
     encoded = encode_all(mix(sources, cfg.seed), tokenizer, cfg.format, cfg.max_len, counts)
     counts["padding_share_unpacked"] = padding_share([len(e["input_ids"]) for e in encoded], cfg.micro_batch)
+    counts["padding_share_trained"] = 0.0 if cfg.padding_free else counts["padding_share_unpacked"]
     if not cfg.packing:
         return encoded, counts
     rows = pack(encoded, cfg.max_len)
     counts["packed_rows"] = len(rows)
     counts["padding_share_packed"] = padding_share([len(r["input_ids"]) for r in rows], cfg.micro_batch)
+    counts["padding_share_trained"] = counts["padding_share_packed"]  # packed rows are padded, not flattened
     return rows, counts
 
 
@@ -265,7 +267,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         tokens = torch.zeros((), device=device, dtype=torch.long)
         for micro in range(accum):
             micro_rows = [rows[i] for i in order.rows(step, micro, rank)]
-            batch = {k: v.to(device) for k, v in collate(micro_rows, pad_id, cfg.packing).items()}
+            batch = {k: v.to(device) for k, v in collate(micro_rows, pad_id, cfg.packing, cfg.padding_free and not cfg.packing).items()}
             # use_cache=False: with packing, the only way transformers keeps the sequences apart.
             result = engine(**batch, use_cache=False)
             engine.backward(result.loss)
