@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import logging
 import sys
@@ -36,21 +35,15 @@ Beam's start-up, loading the n-gram index and the tail. The rerun line is the ca
 
 def seed_pairs(n: int) -> list[dict]:
     """GSM8K training problems from data/seeds as extracted pairs (question / solution)."""
+    from bench.seed_pairs import gsm8k_seed_pairs
     from pipeline.extract.transforms import pair_id
 
     out = []
-    with gzip.open(ROOT / "data/seeds/positive.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if not rec.get("source", "").startswith("openai/grade-school-math") or "\n\n" not in rec["text"]:
-                continue
-            question, answer = rec["text"].split("\n\n", 1)
-            doc = f"gsm8k-train-{len(out)}"
-            out.append({"id": pair_id(doc, question), "doc_id": doc, "url": f"https://seed.example/{doc}",
-                        "domain": "seed.example", "question": question, "answer": answer, "extractor": "bench",
-                        "chunk": 0, "raw": "", "doc_score": 1.0})
-            if len(out) == n:
-                break
+    for i, p in enumerate(gsm8k_seed_pairs(n)):
+        doc = f"gsm8k-train-{i}"
+        out.append({"id": pair_id(doc, p["question"]), "doc_id": doc, "url": f"https://seed.example/{doc}",
+                    "domain": "seed.example", "question": p["question"], "answer": p["answer"],
+                    "extractor": "bench", "chunk": 0, "raw": "", "doc_score": 1.0})
     return sorted(out, key=lambda p: p["id"])
 
 

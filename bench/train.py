@@ -18,7 +18,6 @@ tokens/s with padding under 5%.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -29,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.seed_pairs import gsm8k_seed_pairs  # noqa: E402
 NOTES = """
 Reading the numbers: with padding, our loop and transformers' Trainer do the same work at the same
 speed (both drive the same DeepSpeed engine). Padding-free batches and packing remove the pad
@@ -44,19 +45,6 @@ MAX_LEN = 512
 GLOBAL_BATCH = 16
 MICRO_BATCH = 4
 LR = 1e-4
-
-
-def gsm8k_pairs(n: int) -> list[dict]:
-    out = []
-    with gzip.open(ROOT / "data/seeds/positive.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if rec.get("source", "").startswith("openai/grade-school-math") and "\n\n" in rec["text"]:
-                q, a = rec["text"].split("\n\n", 1)
-                out.append({"question": q, "answer": a})
-                if len(out) == n:
-                    break
-    return out
 
 
 def make_model(folder: Path, hidden: int, layers: int) -> None:
@@ -175,7 +163,7 @@ def main() -> int:
         work = Path(tmp)
         make_model(work / "model", args.hidden, args.layers)
         with open(work / "pairs.jsonl", "w") as fh:
-            for p in gsm8k_pairs(args.pairs):
+            for p in gsm8k_seed_pairs(args.pairs):
                 fh.write(json.dumps(p) + "\n")
         results = {side: run_side(side, work, args.steps) for side in SIDES}
     base = results["baseline"]["tokens_per_s"]

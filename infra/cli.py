@@ -89,14 +89,20 @@ def _llm_config(args: argparse.Namespace, recipe: dict[str, Any]):
     return LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
 
 
+def _run_llm_stage(args: argparse.Namespace, job, cfg_cls: type, section: str):
+    """Build the stage's config and the LLM config from recipe + flags, run the stage, print its stats."""
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(cfg_cls, args, recipe, section)
+    stats = job.run(cfg, _llm_config(args, recipe), recipe)
+    print(job.summary(stats, cfg.out_dir()))
+    return cfg
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from pipeline.extract import job
     from pipeline.extract.config import ExtractConfig
 
-    recipe = C.load_recipe(args.config)
-    cfg = C.from_args(ExtractConfig, args, recipe, "extract")
-    stats = job.run(cfg, _llm_config(args, recipe))
-    print(job.summary(stats, cfg.out_dir()))
+    _run_llm_stage(args, job, ExtractConfig, "extract")
     return 0
 
 
@@ -104,10 +110,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     from pipeline.refine import job
     from pipeline.refine.config import RefineConfig
 
-    recipe = C.load_recipe(args.config)
-    cfg = C.from_args(RefineConfig, args, recipe, "refine")
-    stats = job.run(cfg, _llm_config(args, recipe), recipe)
-    print(job.summary(stats, cfg.out_dir()))
+    cfg = _run_llm_stage(args, job, RefineConfig, "refine")
     print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
     return 0
 
@@ -242,24 +245,21 @@ def parser() -> argparse.ArgumentParser:
     C.add_arguments(p, RecallConfig)
     p.set_defaults(func=cmd_recall)
 
-    p = sub.add_parser("extract", help="recalled documents -> question-answer pairs (Beam job, LLM)",
-                       description="Find the question-answer pairs in recalled documents: from schema.org "
-                                   "markup where pages declare them, else with an LLM on an OpenAI-compatible "
-                                   "server (started locally when --llm-url / LLM_URL is not given).")
-    _common(p)
-    C.add_arguments(p, ExtractConfig, section="extract")
-    C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
-    p.set_defaults(func=cmd_extract)
-
-    p = sub.add_parser("refine", help="question-answer pairs -> WebInstruct shards (Beam job, LLM)",
-                       description="Rewrite extracted pairs with one or more refiner LLMs, check them, drop pairs "
-                                   "sharing a 10-gram with an evaluation benchmark, dedup (exact and MinHash), "
-                                   "write WebInstruct shards, Parquet/JSON-lines exports, a dataset card and the "
-                                   "run report. Refiner entries are set in the recipe (section `refine`).")
-    _common(p)
-    C.add_arguments(p, RefineConfig, section="refine")
-    C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
-    p.set_defaults(func=cmd_refine)
+    for name, cfg_cls, func, help_text, description in (
+            ("extract", ExtractConfig, cmd_extract, "recalled documents -> question-answer pairs (Beam job, LLM)",
+             "Find the question-answer pairs in recalled documents: from schema.org markup where pages declare "
+             "them, else with an LLM on an OpenAI-compatible server (started locally when --llm-url / LLM_URL "
+             "is not given)."),
+            ("refine", RefineConfig, cmd_refine, "question-answer pairs -> WebInstruct shards (Beam job, LLM)",
+             "Rewrite extracted pairs with one or more refiner LLMs, check them, drop pairs sharing a 10-gram "
+             "with an evaluation benchmark, dedup (exact and MinHash), write WebInstruct shards, Parquet/JSON-"
+             "lines exports, a dataset card and the run report. Refiner entries are set in the recipe (section "
+             "`refine`).")):
+        p = sub.add_parser(name, help=help_text, description=description)
+        _common(p)
+        C.add_arguments(p, cfg_cls, section=name)
+        C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="fine-tune a model with DeepSpeed on WebInstruct / MetaMathQA shards",
                        description="Train MODEL (a registry name or a model folder) with the recipe's settings "

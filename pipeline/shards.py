@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import lzma
 import uuid
 from typing import Any, Iterable, Iterator
 
@@ -23,6 +24,19 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.schema import validate
 
 SHARD_GLOB = "part-*.jsonl.gz"
+
+
+def open_text(path) -> io.TextIOBase:
+    """A local UTF-8 text file for reading: plain, gzip (`.gz`) or xz (`.xz`), by its name.
+
+    For the bundled data files (seeds, benchmarks) and user-given training files; stage shards go
+    through `iter_shard` and Beam's file systems instead."""
+    name = str(path)
+    if name.endswith(".gz"):
+        return gzip.open(name, "rt", encoding="utf-8")
+    if name.endswith(".xz"):
+        return lzma.open(name, "rt", encoding="utf-8")
+    return open(name, encoding="utf-8")
 
 
 class MissingInput(FileNotFoundError):

@@ -29,7 +29,7 @@ def small_classifier(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("clf") / "classifier.bin"
     cfg = ClassifierConfig(dim=128, bucket=50_000, threads=1)
     train_classifier(load_texts([str(SEEDS / "positive.jsonl.gz")]),
-                     load_texts([str(SEEDS / "negative.jsonl.gz")]), str(out), cfg)
+                     load_texts([str(SEEDS / "negative.jsonl.xz")]), str(out), cfg)
     return str(out)
 
 

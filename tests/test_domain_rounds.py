@@ -21,7 +21,7 @@ def test_two_rounds(tmp_path, small_classifier):
 
     # Domains with two or more recalled pages are "educational"; the rest give round-2 negatives.
     cfg = DomainsConfig(run=str(tmp_path), min_recalled=2, min_share=0.5,
-                        positives=[str(SEEDS / "positive.jsonl.gz")], negatives=[str(SEEDS / "negative.jsonl.gz")])
+                        positives=[str(SEEDS / "positive.jsonl.gz")], negatives=[str(SEEDS / "negative.jsonl.xz")])
     report = select(cfg)
     assert "stackexchange.com" in report["selected"]
     assert report["verdicts"]["mathhelpforum.com"] == "too_few_recalled"

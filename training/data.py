@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 
-import gzip
 import json
 import os
 import random
@@ -17,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from pipeline.shards import SHARD_GLOB, list_shards, read_shards
+from pipeline.shards import SHARD_GLOB, list_shards, open_text, read_shards
 from training.formatting import IGNORE_INDEX
 
 # (question field, answer field), tried in order.
@@ -46,12 +45,9 @@ def to_example(row: Any, source: str, counts: Counter) -> dict[str, str] | None:
     return {"question": question, "answer": answer, "source": f"{source}/{kind}" if isinstance(kind, str) else source}
 
 
-def _open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
-
 
 def _rows_of_file(path: str, counts: Counter) -> Iterator[Any]:
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         text = fh.read()
     stripped = text.lstrip()
     if stripped.startswith("["):  # one JSON document: a list of rows

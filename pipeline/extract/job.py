@@ -51,7 +51,8 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfi
     )
 
 
-def run(cfg: ExtractConfig, llm: LLMConfig) -> dict[str, Any]:
+def run(cfg: ExtractConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the stage; `recipe` (the whole recipe, unused here) keeps the LLM stages' signatures alike."""
     inputs = shards.list_shards(cfg.input_dir())
     if not inputs:
         raise shards.MissingInput(f"no recall output in {cfg.input_dir()}: run `make recall` (webinstruct recall) first")

@@ -8,7 +8,6 @@ atomically, and loads it for scoring. Text goes through `normalize_for_classifie
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from pipeline.config import option
+from pipeline.shards import open_text
 from pipeline.text.normalize import NORMALIZE_VERSION, normalize_for_classifier
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,7 @@ def load_texts(paths: Iterable[str], limit: int | None = None,
     counts.setdefault("read", 0)
     counts.setdefault("malformed", 0)
     for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with open_text(path) as fh:
             for line in fh:
                 if limit is not None and len(texts) >= limit:
                     return texts

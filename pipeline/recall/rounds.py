@@ -24,7 +24,7 @@ from pipeline.schema import DomainRow, RecalledDocument
 log = logging.getLogger(__name__)
 
 SEED_POSITIVES = ["data/seeds/positive.jsonl.gz"]
-SEED_NEGATIVES = ["data/seeds/negative.jsonl.gz"]
+SEED_NEGATIVES = ["data/seeds/negative.jsonl.xz"]
 
 
 @dataclass

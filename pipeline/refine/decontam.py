@@ -22,7 +22,6 @@ or reformatted formula that breaks every 10-word run passes.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from pipeline.shards import open_text
 
 N = 10
 # Part of every cache file's name: bump it when tokenisation, hashing or the npz layout change.
@@ -131,8 +132,7 @@ def benchmark_files(root: str | Path) -> list[tuple[str, Path]]:
 
 def read_json(path: Path) -> Iterator[Any]:
     """The file's JSON value, or one value per line for JSON lines (also under a .json name)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(path) as f:
         text = f.read()
     if path.name.removesuffix(".gz").endswith(".json"):
         try:
