@@ -1,0 +1,142 @@
+"""Prompts and decoding settings: how each paper asked its questions.
+
+- ``mammoth2``: MAmmoTH2's harness. A one-line header, then the benchmark's exemplars as
+  ``Problem:`` / ``Solution:`` blocks, then the question (form ``short``); form ``short:step``
+  adds "Let's think step by step." after every ``Solution:``. Few-shot counts: TheoremQA 5,
+  MATH 4, GSM8K 4, GPQA 5, MMLU-STEM 5, BBH 3 (per sub-task), ARC-C 8. Its stop strings; the
+  multiple-choice runner also stops at "####". Up to 2,048 new tokens.
+- ``metamath``: MetaMath's zero-shot Alpaca prompt followed by " Let's think step by step." (the
+  same prompt its models were trained on, `training.formatting`); its stop strings; 512 new
+  tokens for GSM8K (and GSM8K-Backward), 2,048 for the rest.
+- ``chat``: the model's chat template, with the same exemplars as earlier user/assistant turns.
+
+Decoding is greedy everywhere. A `Request` holds the finished prompt text, so every backend sends
+the same string.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+from evaluation.benchmarks import REGISTRY
+from evaluation.items import Item
+from pipeline.shards import open_text
+from training.formatting import alpaca_prompt
+
+PROTOCOLS = ("mammoth2", "metamath", "chat")
+FORMS = ("short", "short:step")
+EXEMPLAR_SETS = ("repaired", "original")
+FEWSHOT = Path(__file__).resolve().parents[1] / "data" / "fewshot"
+
+MAMMOTH2_HEADER = "You are supposed to provide a solution to a given problem.\n\n"
+STEP = "Let's think step by step."
+# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####".
+MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:", "<start_of_turn>", "[INST]",
+                 "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>")
+MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP + ("####",)
+# MetaMath's eval_gsm8k.py and eval_math.py.
+METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT", "Instruction:",
+                 "Instruction", "Response:", "Response")
+MAMMOTH2_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str  # the text the model continues
+    stop: tuple[str, ...]
+    max_tokens: int
+    messages: list[dict] = field(default_factory=list)  # chat protocol: the turns behind `prompt`
+
+
+@lru_cache(maxsize=2)
+def exemplars(which: str = "repaired") -> dict[str, list[tuple[str, str]]]:
+    """MAmmoTH2's exemplars by key: "repaired" has LaTeX backslashes where the harness's Python
+    escapes had left control characters (\\f in "\\frac"); "original" is byte for byte the harness's."""
+    if which not in EXEMPLAR_SETS:
+        raise ValueError(f"unknown exemplar set {which!r}; choose from {', '.join(EXEMPLAR_SETS)}")
+    name = "mammoth2_exemplars.latex_repaired.json.gz" if which == "repaired" else "mammoth2_exemplars.json.gz"
+    with open_text(FEWSHOT / name) as f:
+        data = json.load(f)
+    return {k: [(e["question"], e["answer"]) for e in v] for k, v in data.items()}
+
+
+def shots_for(item: Item, which: str = "repaired", shots: int | None = None) -> list[tuple[str, str]]:
+    """The exemplars MAmmoTH2 put before this question: its benchmark's key (BBH: the sub-task's),
+    the first `shots` of them (default: the paper's count)."""
+    bench = REGISTRY[item.benchmark]
+    key = bench.exemplars or item.task
+    table = exemplars(which)
+    if key not in table:
+        raise KeyError(f"no MAmmoTH2 exemplars for {key!r} (benchmark {item.benchmark})")
+    return table[key][: bench.shots if shots is None else shots]
+
+
+def mammoth2_prompt(question: str, shots: list[tuple[str, str]], form: str = "short") -> str:
+    """The harness's `short` / `short:step` prompt: header, exemplar blocks, the question's block."""
+    if form not in FORMS:
+        raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+    after = f"Solution: {STEP}\n" if form == "short:step" else "Solution:\n"
+    text = MAMMOTH2_HEADER
+    for q, a in shots:
+        text += f"\nProblem:\n{q}\n{after}{a}\n"
+    return text + f"\nProblem:\n{question}\n{after}"
+
+
+def chat_messages(question: str, shots: list[tuple[str, str]]) -> list[dict]:
+    messages = []
+    for q, a in shots:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return messages + [{"role": "user", "content": question}]
+
+
+class Protocol:
+    """Renders items into `Request`s for one protocol.
+
+    `chat_template(messages) -> str` renders chat turns with the model's template (generation
+    prompt included); the chat protocol needs it. `max_new_tokens` overrides the paper's budget
+    (a smaller one makes CPU runs short; results.json records it)."""
+
+    def __init__(self, name: str = "mammoth2", form: str = "short", exemplar_set: str = "repaired",
+                 max_new_tokens: int | None = None, shots: int | None = None,
+                 chat_template: Callable[[list[dict]], str] | None = None):
+        if name not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {name!r}; choose from {', '.join(PROTOCOLS)}")
+        if form not in FORMS:
+            raise ValueError(f"unknown form {form!r}; choose from {', '.join(FORMS)}")
+        self.name, self.form, self.exemplar_set = name, form, exemplar_set
+        self.max_new_tokens, self.shots, self.chat_template = max_new_tokens, shots, chat_template
+
+    def budget(self, item: Item) -> int:
+        paper = REGISTRY[item.benchmark].metamath_tokens if self.name == "metamath" else MAMMOTH2_TOKENS
+        return min(paper, self.max_new_tokens) if self.max_new_tokens else paper
+
+    def render(self, item: Item) -> Request:
+        if self.name == "metamath":
+            return Request(alpaca_prompt(item.question, eval_suffix=True), METAMATH_STOP, self.budget(item))
+        shots = shots_for(item, self.exemplar_set, self.shots)
+        if self.name == "chat":
+            if self.chat_template is None:
+                raise ValueError("the chat protocol needs the model's chat template (a tokenizer)")
+            messages = chat_messages(item.question, shots)
+            return Request(self.chat_template(messages), (), self.budget(item), messages)
+        stop = MAMMOTH2_CHOICE_STOP if item.kind == "choice" else MAMMOTH2_STOP
+        return Request(mammoth2_prompt(item.question, shots, self.form), stop, self.budget(item))
+
+    def settings(self) -> dict:
+        return {"protocol": self.name, "form": self.form if self.name == "mammoth2" else "",
+                "exemplars": self.exemplar_set if self.name != "metamath" else "",
+                "max_new_tokens": self.max_new_tokens, "shots": self.shots}
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:
+    """The output up to the first stop string (vLLM's rule: the stop string itself is dropped).
+    Backends that cannot stop on strings generate on and are cut here, so all agree."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]
