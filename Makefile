@@ -21,6 +21,12 @@ RECIPE   ?= cpu-demo
 DRY_RUN  ?=
 GPUS     ?=
 NODES    ?=
+BENCH    ?=
+LIMIT    ?=
+PROTOCOL ?=
+FORM     ?=
+BACKEND  ?=
+MAX_NEW_TOKENS ?=
 PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
@@ -35,10 +41,15 @@ REFINE_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER
 TRAIN_FLAGS := --recipe $(RECIPE) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
                $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(GPUS),--gpus $(GPUS)) \
                $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
+EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
+              $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(BENCH),--benchmarks $(BENCH)) \
+              $(if $(LIMIT),--limit $(LIMIT)) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(FORM),--form $(FORM)) \
+              $(if $(BACKEND),--backend $(BACKEND)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
+              $(if $(GPUS),--gpus $(GPUS)) $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract refine train serve-llm stop-llm classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract refine train eval rescore serve-llm stop-llm classifier domains domain-round test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -81,6 +92,12 @@ refine: install  ## RUN/extract -> RUN/refine: WebInstruct shards, exports, data
 
 train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m RECIPE=cpu-demo|metamath|mammoth2 MODEL_PATH= GPUS= DRY_RUN=1)
 	$(WI) train $(TRAIN_FLAGS)
+
+eval: install  ## benchmarks -> RUN/eval (MODEL= BENCH=gsm8k,math LIMIT=50 PROTOCOL=mammoth2|metamath|chat BACKEND=vllm|openai|hf)
+	$(WI) eval $(EVAL_FLAGS)
+
+rescore: install  ## re-grade RUN/eval's saved predictions with both graders, rewrite the results
+	$(WI) eval rescore --run $(RUN)
 
 serve-llm: install  ## start the local LLM server in the background and print its URL (stages use it)
 	$(WI) llm serve --detach

@@ -33,9 +33,11 @@ FEWSHOT = Path(__file__).resolve().parents[1] / "data" / "fewshot"
 
 MAMMOTH2_HEADER = "You are supposed to provide a solution to a given problem.\n\n"
 STEP = "Let's think step by step."
-# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####".
-MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:", "<start_of_turn>", "[INST]",
-                 "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>")
+# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####". The order is ours: OpenAI's
+# API (and vLLM's server) take at most four stop strings, so the ones a few-shot prompt needs come
+# first (see `server_stops`).
+MAMMOTH2_STOP = ("\nProblem", "Problem:", "### Instruction:", "Response:", "USER:", "ASSISTANT:",
+                 "<start_of_turn>", "[INST]", "\n\nProblem", "<|eot_id|>")
 MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP + ("####",)
 # MetaMath's eval_gsm8k.py and eval_math.py.
 METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT", "Instruction:",
@@ -129,6 +131,14 @@ class Protocol:
         return {"protocol": self.name, "form": self.form if self.name == "mammoth2" else "",
                 "exemplars": self.exemplar_set if self.name != "metamath" else "",
                 "max_new_tokens": self.max_new_tokens, "shots": self.shots}
+
+
+def server_stops(stop: tuple[str, ...] | list[str], limit: int = 4) -> list[str]:
+    """At most `limit` stop strings for an API that takes no more: those that contain another stop
+    string are dropped first (the shorter one stops earlier anyway), then the first `limit` are
+    kept. The output is cut at all of them afterwards (`cut_at_stop`), so only tokens are wasted."""
+    kept = [s for s in stop if not any(t != s and t in s for t in stop)]
+    return kept[:limit]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...] | list[str]) -> str:

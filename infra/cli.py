@@ -8,6 +8,8 @@
     webinstruct extract            recalled documents -> question-answer pairs (LLM)
     webinstruct refine             question-answer pairs -> WebInstruct shards, dataset card, run report (LLM)
     webinstruct train              fine-tune a model on the shards with DeepSpeed (--dry-run: plan a cluster job)
+    webinstruct eval               benchmarks with vLLM: predictions, both graders, results table and chart
+    webinstruct eval rescore       re-grade saved predictions without generating
     webinstruct llm serve | stop   the local OpenAI-compatible LLM server (make serve-llm / stop-llm)
 
 Settings come from a YAML recipe (`--config`, one section per stage) overridden by flags.
@@ -155,6 +157,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from evaluation.config import EvalConfig
+    from evaluation.run import evaluate
+
+    recipe = C.load_recipe(args.config)
+    cfg = C.from_args(EvalConfig, args, recipe, "eval")
+    results = evaluate(cfg)
+    _print_results(results, cfg.eval_dir())
+    return 0
+
+
+def cmd_eval_rescore(args: argparse.Namespace) -> int:
+    from evaluation.run import rescore
+
+    eval_dir = args.dir or f"{args.run.rstrip('/')}/eval"
+    results = rescore(eval_dir, workers=args.workers, timeout=args.timeout)
+    _print_results(results, eval_dir)
+    return 0
+
+
+def _print_results(results: dict[str, Any], eval_dir: str) -> None:
+    print(f"{'benchmark':<16} {'n':>5} {'seed':>7} {'robust':>7} {'disagree':>8}")
+    for name, r in results["benchmarks"].items():
+        print(f"{name:<16} {r['n']:>5} {100 * r['seed']:>6.1f}% {100 * r['robust']:>6.1f}% {r['disagree']:>8}")
+    print(f"results: {eval_dir}/results.md, results.json, results.png; predictions: {eval_dir}/predictions/")
+
+
 def cmd_classifier_train(args: argparse.Namespace) -> int:
     from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
@@ -272,6 +301,27 @@ def parser() -> argparse.ArgumentParser:
     C.add_arguments(p, TrainConfig, section="train")
     p.set_defaults(func=cmd_train)
 
+    from evaluation.config import EvalConfig
+
+    p = sub.add_parser("eval", help="evaluate a model on the MAmmoTH2 and MetaMath benchmarks (vLLM)",
+                       description="Generate answers (greedy) with the protocol's prompts, grade each with the seed "
+                                   "grader (the paper's scorer) and the robust grader (symbolic), write "
+                                   "RUN/eval/{predictions/*.jsonl, results.json, results.md, results.png}. An "
+                                   "interrupted run resumes where it stopped. `eval rescore` re-grades saved "
+                                   "predictions.")
+    _common(p)
+    C.add_arguments(p, EvalConfig, section="eval")
+    p.set_defaults(func=cmd_eval)
+    ev_sub = p.add_subparsers(dest="action", required=False, metavar="ACTION")
+    rp = ev_sub.add_parser("rescore", help="re-grade saved predictions without generating",
+                           description="Re-grade RUN/eval/predictions with both graders and rewrite the results.")
+    rp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    rp.add_argument("--run", default="runs/sample", help="run directory (default: runs/sample)")
+    rp.add_argument("--dir", default="", help="evaluation folder (default: RUN/eval)")
+    rp.add_argument("--workers", type=int, default=2, help="robust-grader processes")
+    rp.add_argument("--timeout", type=float, default=5.0, help="seconds per answer for symbolic checks")
+    rp.set_defaults(func=cmd_eval_rescore)
+
     llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
     llm_sub = llm.add_subparsers(dest="action", required=True, metavar="ACTION")
     from infra import llm_server
@@ -326,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (MissingInput, FileNotFoundError, ValueError) as err:
+    except (MissingInput, FileNotFoundError, ValueError, ConnectionError) as err:
         print(f"webinstruct {args.command}: error: {err}", file=sys.stderr)
         return 2
 

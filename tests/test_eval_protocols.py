@@ -160,6 +160,14 @@ def test_unknown_protocol_and_form_are_refused():
         Protocol("mammoth2", form="alpaca")
 
 
+def test_server_stops_keep_four_that_stop_as_early():
+    from evaluation.protocols import MAMMOTH2_STOP, server_stops
+    assert server_stops(METAMATH_STOP) == ["Question", "USER", "ASSISTANT", "Instruction"]
+    four = server_stops(MAMMOTH2_STOP)
+    assert four == ["\nProblem", "Problem:", "### Instruction:", "Response:"]
+    assert "\n\nProblem" not in server_stops(MAMMOTH2_STOP, limit=20)
+
+
 def test_cut_at_stop_keeps_text_before_the_first_stop():
     assert cut_at_stop("x = 2. The answer is 2\n\nProblem:\nnext", ("Problem:", "\n\nProblem")) == "x = 2. The answer is 2"
     assert cut_at_stop("no stop here", ("####",)) == "no stop here"

@@ -1,0 +1,66 @@
+"""transformers `generate`: greedy, left-padded batches, stop strings applied by the tokenizer."""
+from __future__ import annotations
+
+from evaluation.backends import Generation
+from evaluation.protocols import Request, cut_at_stop
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model_dir: str, batch_size: int = 8, dtype: str = "auto"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        self.device, self.batch_size = device, batch_size
+        self.max_model_len = getattr(self.model.config, "max_position_embeddings", 4096)
+
+    def _batch(self, requests: list[Request]) -> list[Generation]:
+        tok = self.tokenizer
+        enc = tok([r.prompt for r in requests], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        width = enc["input_ids"].shape[1]
+        budget = min(max(r.max_tokens for r in requests), self.max_model_len - width)
+        stops = sorted({s for r in requests for s in r.stop})
+        with self.torch.no_grad():
+            out = self.model.generate(**enc, do_sample=False, max_new_tokens=budget, pad_token_id=tok.pad_token_id,
+                                      stop_strings=stops or None, tokenizer=tok if stops else None)
+        results = []
+        for r, row in zip(requests, out[:, width:]):
+            ids = row.tolist()
+            # Trailing pad (= EOS for most models) comes from batch mates that ran longer.
+            n = len(ids)
+            while n and ids[n - 1] == tok.pad_token_id:
+                n -= 1
+            ids = ids[: min(n, r.max_tokens)]
+            text = tok.decode(ids, skip_special_tokens=True)
+            cut = cut_at_stop(text, r.stop)
+            finish = "stop" if cut != text or n < budget else "length"
+            results.append(Generation(cut, finish, len(ids)))
+        return results
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        results: list[Generation] = []
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))  # similar lengths pad less
+        by_index: dict[int, Generation] = {}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            too_long = [i for i in idx if len(self.tokenizer(requests[i].prompt)["input_ids"]) >= self.max_model_len]
+            for i in too_long:
+                by_index[i] = Generation("", "prompt_too_long")
+            idx = [i for i in idx if i not in too_long]
+            if idx:
+                for i, g in zip(idx, self._batch([requests[i] for i in idx])):
+                    by_index[i] = g
+        results = [by_index[i] for i in range(len(requests))]
+        return results
+
+    def close(self) -> None:
+        del self.model

@@ -1,0 +1,62 @@
+"""vLLM in-process: `vllm.LLM` over a local model folder, greedy `SamplingParams` per request."""
+from __future__ import annotations
+
+import os
+
+from evaluation.backends import Generation
+from evaluation.protocols import Request, cut_at_stop
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, model_dir: str, gpus: int = 0, max_model_len: int = 0, dtype: str = "bfloat16"):
+        # vLLM's CPU build sizes its KV cache by this variable (GiB); it must be set before import.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        from vllm import LLM
+        kwargs = {"model": model_dir, "dtype": dtype, "seed": 0}
+        if max_model_len:
+            kwargs["max_model_len"] = max_model_len
+        if _on_gpu():
+            import torch
+            kwargs["tensor_parallel_size"] = gpus or torch.cuda.device_count()
+        else:
+            # On a CPU `gpu_memory_utilization` is a share of RAM (the 0.92 default fails on a shared
+            # machine); eager mode skips a torch.compile warm-up that did not pay here.
+            kwargs.update(gpu_memory_utilization=0.3, enforce_eager=True)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+
+    def generate(self, requests: list[Request]) -> list[Generation]:
+        from vllm import SamplingParams
+        results: list[Generation | None] = [None] * len(requests)
+        prompts, params, where = [], [], []
+        for i, r in enumerate(requests):
+            room = self.max_model_len - len(self.tokenizer(r.prompt)["input_ids"])
+            if room < 1:
+                results[i] = Generation("", "prompt_too_long")
+                continue
+            prompts.append(r.prompt)
+            params.append(SamplingParams(temperature=0.0, top_p=1.0, max_tokens=min(r.max_tokens, room),
+                                         stop=list(r.stop) or None))
+            where.append(i)
+        if prompts:
+            for i, out in zip(where, self.llm.generate(prompts, params, use_tqdm=False)):
+                o = out.outputs[0]
+                finish = "length" if o.finish_reason == "length" else "stop"
+                results[i] = Generation(cut_at_stop(o.text, requests[i].stop), finish, len(o.token_ids))
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        del self.llm

@@ -1,0 +1,200 @@
+"""`webinstruct eval`: generate answers to the benchmarks, grade them twice, write the report.
+
+For each benchmark: load the questions (a seeded LIMIT sample), skip those already in
+RUN/eval/predictions/<benchmark>.jsonl, render the rest with the protocol, generate in batches,
+grade each answer with the seed and robust graders and append the batch to the predictions file.
+Then `evaluation.report` writes results.json, results.md and results.png. `rescore` re-grades
+saved predictions without generating (after a grader change, or to grade another run's files).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from evaluation import benchmarks as B
+from evaluation import predictions as P
+from evaluation.config import EvalConfig
+from evaluation.grading import grade_all
+from evaluation.protocols import Protocol
+
+log = logging.getLogger(__name__)
+# Settings that change what a prediction is: a rerun with other values must not mix into old files.
+IDENTITY = ("model_path", "protocol", "form", "exemplars", "shots", "max_new_tokens", "seed", "backend")
+CPU_CONTEXT = 8192
+
+
+def trained_model(run: str) -> Path | None:
+    """The newest model `make train` exported under RUN/train/*/final, if any."""
+    finals = [p.parent for p in Path(run, "train").glob("*/final/config.json")]
+    return max(finals, key=lambda p: p.stat().st_mtime) if finals else None
+
+
+def pick_model(cfg: EvalConfig) -> tuple[str, str]:
+    """(name, local folder) of the model to evaluate."""
+    from training.registry import EMBEDDED_MODEL, resolve
+
+    name = cfg.model
+    if not name:
+        final = trained_model(cfg.run)
+        if final is not None:
+            return f"{final.parent.name} (trained)", str(final)
+        name = EMBEDDED_MODEL
+    if (Path(name) / "config.json").is_file():
+        return Path(name.rstrip("/")).name, str(name)
+    resolved = resolve(name, cfg.model_path)
+    return resolved.name, resolved.path
+
+
+def _chat_template(model_dir: str):
+    from transformers import AutoTokenizer
+
+    from training.formatting import ensure_chat_template
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    ensure_chat_template(tok)
+    return lambda messages: tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def make_protocol(cfg: EvalConfig, model_dir: str) -> Protocol:
+    template = _chat_template(model_dir) if cfg.protocol == "chat" else None
+    return Protocol(cfg.protocol, cfg.form, cfg.exemplars, cfg.max_new_tokens or None,
+                    None if cfg.shots < 0 else cfg.shots, template)
+
+
+def _settings(cfg: EvalConfig, name: str, model_dir: str, protocol: Protocol) -> dict[str, Any]:
+    return {"model": name, "model_path": model_dir, "backend": cfg.backend, "benchmarks": B.names(cfg.benchmarks),
+            "limit": cfg.limit or None, "seed": cfg.seed, **protocol.settings()}
+
+
+def _check_identity(eval_dir: Path, settings: dict[str, Any], fresh: bool) -> None:
+    run_file = eval_dir / "run.json"
+    if fresh and eval_dir.exists():
+        shutil.rmtree(eval_dir / "predictions", ignore_errors=True)
+        run_file.unlink(missing_ok=True)
+    if not run_file.is_file():
+        return
+    old = json.loads(run_file.read_text())
+    changed = {k: (old.get(k), settings.get(k)) for k in IDENTITY if old.get(k) != settings.get(k)}
+    if changed and any((eval_dir / "predictions").glob("*.jsonl")):
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"{eval_dir} holds predictions made with other settings ({detail}); pass --fresh true "
+                         f"to replace them or --out for a new folder")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _backend(cfg: EvalConfig, model_dir: str, stack):
+    from evaluation.backends import make_backend
+
+    if cfg.backend != "openai":
+        max_len = cfg.max_model_len
+        if cfg.backend == "vllm" and not max_len:
+            from training.registry import get_spec
+            on_gpu = _on_gpu()
+            max_len = 0 if on_gpu else min(get_spec(model_dir).max_positions, CPU_CONTEXT)
+        return make_backend(cfg.backend, model_dir, gpus=cfg.gpus, max_model_len=max_len)
+    url = cfg.llm_url or os.environ.get("LLM_URL", "")
+    served = cfg.llm_model or os.environ.get("LLM_MODEL", "")
+    if not url:
+        from infra.llm_server import LocalLLMServer
+        server = stack.enter_context(LocalLLMServer(model_dir, max_model_len=cfg.max_model_len or CPU_CONTEXT))
+        url, served = server.url, server.model
+    return make_backend("openai", model_dir, url=url, served_model=served)
+
+
+def _on_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Run the evaluation; returns results.json's content."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    from evaluation.report import write_results
+
+    names = B.names(cfg.benchmarks)
+    model_name, model_dir = pick_model(cfg)
+    protocol = make_protocol(cfg, model_dir)
+    settings = _settings(cfg, model_name, model_dir, protocol)
+    eval_dir = Path(cfg.eval_dir())
+    _check_identity(eval_dir, settings, cfg.fresh)
+    (eval_dir / "predictions").mkdir(parents=True, exist_ok=True)
+    _write_json(eval_dir / "run.json", settings)
+
+    todo: dict[str, list] = {}
+    for name in names:
+        path = eval_dir / "predictions" / f"{name}.jsonl"
+        P.repair(path)
+        done = {r["id"] for r in P.read(path)}
+        todo[name] = [it for it in B.load(name, cfg.limit or None, cfg.seed) if it.id not in done]
+    total = sum(len(v) for v in todo.values())
+    stats: Counter = Counter(generated=0, completion_tokens=0)
+    started = time.monotonic()
+    if total:
+        with ExitStack() as stack:
+            backend = _backend(cfg, model_dir, stack)
+            stack.callback(backend.close)
+            bar = tqdm(total=total, desc="eval", unit="q", dynamic_ncols=True)
+            for name, items in todo.items():
+                bar.set_description(f"eval {name}")
+                path = eval_dir / "predictions" / f"{name}.jsonl"
+                for start in range(0, len(items), cfg.batch_size):
+                    batch = items[start:start + cfg.batch_size]
+                    requests = [protocol.render(it) for it in batch]
+                    gens = backend.generate(requests)
+                    verdicts = grade_all([(it, g.text) for it, g in zip(batch, gens)], cfg.protocol,
+                                         workers=cfg.grade_workers, timeout=cfg.grade_timeout)
+                    P.append(path, [P.record(it, rq.prompt, g.text, g.finish, g.tokens, v)
+                                    for it, rq, g, v in zip(batch, requests, gens, verdicts)])
+                    stats.update("finish_" + g.finish for g in gens)
+                    stats["completion_tokens"] += sum(g.tokens for g in gens)
+                    stats["generated"] += len(batch)
+                    bar.update(len(batch))
+            bar.close()
+    seconds = time.monotonic() - started
+    settings["generation"] = {**stats, "seconds": round(seconds, 1),
+                              "questions_per_s": round(stats["generated"] / seconds, 3) if stats["generated"] else None}
+    return write_results(eval_dir, settings)
+
+
+def rescore(eval_dir: str, workers: int = 2, timeout: float = 5.0) -> dict[str, Any]:
+    """Re-grade every saved prediction in `eval_dir` (no generation) and rewrite the report."""
+    from evaluation.report import write_results
+
+    eval_dir_p = Path(eval_dir)
+    run_file = eval_dir_p / "run.json"
+    if not run_file.is_file():
+        raise FileNotFoundError(f"{run_file} is missing: is {eval_dir} an evaluation folder (RUN/eval)?")
+    settings = json.loads(run_file.read_text())
+    files = sorted((eval_dir_p / "predictions").glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no predictions under {eval_dir_p / 'predictions'}")
+    changed = 0
+    for path in files:
+        records = P.read(path)
+        verdicts = grade_all([(P.item_of(r), r["output"]) for r in records], settings["protocol"],
+                             workers=workers, timeout=timeout)
+        for r, v in zip(records, verdicts):
+            new = {k: x.to_dict() for k, x in v.items()}
+            changed += new != r.get("verdicts")
+            r["verdicts"] = new
+        P.rewrite(path, records)
+    settings["rescored"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "verdicts_changed": changed}
+    _write_json(run_file, settings)
+    return write_results(eval_dir_p, settings)

@@ -1,0 +1,352 @@
+"""The robust grader: answer reading, comparison by kind, and the worker pool's timeouts."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from evaluation.grading import Verdict
+from evaluation.grading.pool import Outcome, run_isolated
+from evaluation.grading.robust import extract_answer, grade_robust, grade_robust_many
+from evaluation.items import Item
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def number(gold):
+    return Item("gsm8k", "0", "q", gold, "number", task="gsm8k")
+
+
+def math_(gold):
+    return Item("math", "0", "q", gold, "math", task="math")
+
+
+def tqa(gold, answer_type):
+    text = str(gold)
+    return Item("theoremqa", "0", "q", text, "theoremqa", task="theoremqa", gold_value=gold,
+                meta={"answer_type": answer_type})
+
+
+CHOICES = {"A": "1/20", "B": "19/400", "C": "3/8", "D": "mitochondria"}
+
+
+def choice(gold):
+    return Item("gpqa", "0", "q", gold, "choice", task="gpqa", choices=dict(CHOICES))
+
+
+def options(gold, **choices):
+    return Item("mmlu_stem", "0", "q", gold, "choice", task="mmlu_stem", choices=choices)
+
+
+def bbh(gold, task, choices=None):
+    return Item("bbh", "0", "q", gold, "bbh", task=task, choices=choices or {})
+
+
+# (item, model output, expected verdict). Known-hard negatives are marked in comments.
+CASES = [
+    # number (GSM8K): units, money, separators, percentages
+    (number("18"), "She sells 9 eggs at $2.\nThe answer is: 18", True),
+    (number("18"), "The answer is $18.", True),
+    (number("18"), "The answer is 18 dollars per day.", True),
+    (number("18"), "#### 18.00", True),
+    (number("18"), "The answer is 18.001", True),  # within 1e-4 relative
+    (number("18"), "The answer is 18.1", False),
+    (number("1000"), "The answer is 1,000.", True),
+    (number("1000"), "The answer is \\$1,000", True),
+    (number("50"), "The answer is 50%", True),  # gold 50 (a percentage question), answer with its sign
+    (number("0.5"), "The answer is 50%.", True),
+    (number("50"), "The answer is 0.5", False),
+    (number("8"), "The answer is 5 + 3 = 8.", True),
+    (number("-5"), "The answer is 5", False),
+    (number("18"), "So she makes 9 * 2 = 18 dollars every day.", True),  # last number
+    (number("18"), "She makes 9 * 2 = 18 dollars, or 126 a week.", False),  # last number is 126
+    (number("18"), "The answer is 18 (9 eggs at $2 each).", True),
+    (number("18"), "The answer is not obvious yet. 9 eggs at $2 make 18.", True),  # phrase without a number
+    (number("3"), "The answer is \\frac{9}{3}", True),
+    (number("8"), "The answer is $2^3$", True),  # needs sympy
+    # math: fractions, LaTeX variants
+    (math_("\\frac{1}{2}"), "The answer is $0.5$.", True),
+    (math_("\\frac{1}{2}"), "$\\boxed{\\dfrac12}$", True),
+    (math_("\\frac{1}{2}"), "\\boxed{1/2}", True),
+    (math_("\\frac{1}{3}"), "\\boxed{0.33}", False),
+    (math_("\\frac{9}{4}"), "\\boxed{2.25}", True),
+    (math_("-\\frac{1}{3}"), "\\boxed{\\frac{-1}{3}}", True),
+    (math_("\\frac{\\sqrt{3}}{3}"), "\\boxed{\\frac{1}{\\sqrt{3}}}", True),
+    (math_("2\\sqrt{2}"), "\\boxed{\\sqrt{8}}", True),
+    (math_("12\\sqrt{2}"), "\\boxed{\\sqrt{288}}", True),
+    (math_("2\\sqrt{2}"), "\\boxed{\\sqrt{6}}", False),
+    (math_("2\\pi"), "\\boxed{\\pi \\cdot 2}", True),
+    (math_("\\pi"), "\\boxed{3.14}", False),
+    (math_("30^\\circ"), "The answer is $30$.", True),
+    (math_("30"), "\\boxed{30^{\\circ}}", True),
+    (math_("10\\%"), "\\boxed{10}", True),
+    (math_("10\\%"), "\\boxed{0.1}", True),
+    (math_("\\text{(C)}"), "The answer is (C)", True),
+    (math_("\\text{(C)}"), "\\boxed{\\text{C}}", True),
+    (math_("\\text{(C)}"), "The answer is (D)", False),
+    (math_("\\text{Evelyn}"), "The answer is Evelyn.", True),
+    (math_("\\text{Evelyn}"), "\\boxed{\\text{Nevely}}", False),  # same letters: a product to sympy
+    (math_("\\text{odd}"), "\\boxed{\\text{even}}", False),
+    (math_("(3, -\\frac{\\pi}{2})"), "\\boxed{\\left( 3, -\\frac{\\pi}{2} \\right)}", True),
+    (math_("(1,2)"), "\\boxed{(2,1)}", False),  # points: order matters
+    (math_("1,2"), "\\boxed{2, 1}", True),  # a list of solutions: it does not
+    (math_("\\{-2, 3\\}"), "\\boxed{3, -2}", True),
+    (math_("[2,5)"), "\\boxed{[2, 5)}", True),
+    (math_("[2,5)"), "\\boxed{(2, 5]}", False),
+    (math_("(-\\infty, -2) \\cup (3, \\infty)"), "\\boxed{(-\\infty,-2)\\cup(3,\\infty)}", True),
+    (math_("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"), "\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", True),
+    (math_("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
+     "\\boxed{\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}}", True),
+    (math_("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"), "\\boxed{\\begin{pmatrix}2\\\\1\\end{pmatrix}}", False),
+    (math_("5"), "\\boxed{x = 5}", True),
+    (math_("x^2+2x+1"), "\\boxed{(x+1)^2}", True),
+    (math_("y = 2x + 3"), "\\boxed{y=3+2x}", True),
+    (math_("3x-y+13=0"), "\\boxed{3x+4y+14=0}", False),  # older math-verify judged these equal
+    (math_("\\frac{1}{2004!}"), "\\boxed{\\frac{1}{2006!}}", False),  # math-verify says equal; our veto
+    (math_("1000"), "\\boxed{1,000}", True),
+    (math_("\\$18.90"), "\\boxed{18.90}", True),
+    (math_("5"), "\\boxed{5\\text{ cm}}", True),
+    (math_("\\frac{7}{2}"), "\\boxed{3.5}", True),
+    (math_("1+2i"), "\\boxed{2i+1}", True),
+    (math_("40_9"), "\\boxed{40_{9}}", True),  # base-9 numerals: same digits
+    (math_("40_9"), "\\boxed{36}", False),
+    (math_("\\frac{12}{5,\\!525}"), "\\boxed{\\frac{12}{5525}}", True),
+    (math_("y = 2x"), "\\boxed{2}", False),
+    (math_("8"), "\\boxed{8x - 1}", False),
+    # theoremqa
+    (tqa(11760, "integer"), "The answer is 11760.", True),
+    (tqa(100, "integer"), "The answer is 103", True),  # within 4%
+    (tqa(100, "integer"), "The answer is 105", False),
+    (tqa(0.0012, "float"), "The answer is 1.2e-3", True),
+    (tqa(0.0012, "float"), "The answer is $1.2 \\times 10^{-3}$", True),
+    (tqa(0.0012, "float"), "The answer is 1.2 \\cdot 10^{-2}", False),
+    (tqa(0.333, "float"), "The answer is \\frac{1}{3}", True),
+    (tqa(0.866, "float"), "The answer is $\\frac{\\sqrt{3}}{2}$", True),  # needs sympy
+    (tqa(5.333, "float"), "The answer is 16/3 m/s", True),
+    (tqa(0.5, "float"), "The answer is 50%", True),
+    (tqa(True, "bool"), "The answer is True.", True),
+    (tqa(True, "bool"), "The answer is yes", True),
+    (tqa(False, "bool"), "The answer is no, it does not converge.", True),
+    (tqa(False, "bool"), "The answer is: I do not know", False),  # "not"/"know" are not "no"
+    (tqa(False, "bool"), "The answer is nothing", False),
+    (tqa(False, "bool"), "The answer is False", True),
+    (tqa([1, 2], "list of integer"), "The answer is [2, 1]", True),  # lists compare sorted
+    (tqa([1, 2], "list of integer"), "The answer is [1, 2, 3]", False),
+    (tqa([0.333, 0.25], "list of float"), "The answer is [\\frac{1}{3}, 0.25]", True),
+    (tqa([0.333, 0.25], "list of float"), "The answer is (0.33, 0.5)", False),
+    (tqa("(c)", "option"), "The answer is (c)", True),
+    (tqa("(c)", "option"), "The answer is (C).", True),
+    (tqa("(c)", "option"), "The answer is (a)", False),
+    # multiple choice: many phrasings, or the option's text
+    (choice("B"), "The answer is (B).", True),
+    (choice("B"), "The answer is B) 19/400", True),
+    (choice("B"), "The answer is B.", True),
+    (choice("B"), "The correct answer is B: 19/400.", True),
+    (choice("B"), "**Answer:** b", True),
+    (choice("B"), "Answer: **B**", True),
+    (choice("B"), "The answer is option B", True),
+    (choice("B"), "The answer is \\boxed{B}", True),
+    (choice("B"), "I think option B is correct.", True),
+    (choice("B"), "The answer is 19/400", True),
+    (choice("B"), "The answer is 0.0475", True),
+    (choice("D"), "The answer is Mitochondria.", True),
+    (choice("B"), "answer: c", False),
+    (choice("B"), "The answer is (A) 1/20.", False),
+    (choice("B"), "The answer is a fraction", False),  # "a" in prose is not option A; nor B
+    (choice("B"), "I am not sure.", False),
+    # ARC numbers some options "(1)".."(4)"
+    (options("2", **{"1": "wet palms", "2": "dry palms"}), "The answer is (2).", True),
+    (options("2", **{"1": "wet palms", "2": "dry palms"}), "The answer is dry palms", True),
+    (options("2", **{"1": "wet palms", "2": "dry palms"}), "The answer is (1).", False),
+    # an option that reads like a letter, or starts with one, is taken by its text (GPQA, MMLU have such)
+    (options("B", A="2c", B="c", C="c/2"), "The answer is c", True),
+    (options("C", A="A proton", B="An atom", C="A neutral atom has no charge"),
+     "The answer is A neutral atom has no charge.", True),
+    (options("C", A="BB BB", B="Bb bb", C="Bb Bb"), "The answer is Bb Bb", True),
+    (options("D", A="x", B="y", C="nsp10 binds nsp14", D="nsp10 binds nsp14. It forms a complex."),
+     "The answer is nsp10 binds nsp14. It forms a complex.", True),  # a sentence end inside the option
+    # BBH
+    (bbh("(B)", "date_understanding", {"A": "05/01/2021", "B": "02/23/2021"}), "So the answer is (B).", True),
+    (bbh("(B)", "date_understanding", {"A": "05/01/2021", "B": "02/23/2021"}), "So the answer is 02/23/2021.", True),
+    (bbh("(B)", "date_understanding", {"A": "05/01/2021", "B": "02/23/2021"}), "So the answer is (A).", False),
+    (bbh("True", "boolean_expressions"), "So the answer is True.", True),
+    (bbh("False", "boolean_expressions"), "So the answer is True.", False),
+    (bbh("valid", "formal_fallacies"), "So the answer is valid.", True),
+    (bbh("invalid", "formal_fallacies"), "So the answer is valid.", False),
+    (bbh("valid", "formal_fallacies"), "So the answer is invalid.", False),
+    (bbh("Yes", "navigate"), "So the answer is yes.", True),
+    (bbh("no", "sports_understanding"), "So the answer is No, it is implausible.", True),
+    (bbh("No", "navigate"), "So the answer is not clear.", False),
+    (bbh("24", "multistep_arithmetic_two"), "So the answer is 24.", True),
+    (bbh("-24", "multistep_arithmetic_two"), "So the answer is 24.", False),
+    (bbh("] ]", "dyck_languages"), "So the answer is ]].", True),
+    (bbh("] ]", "dyck_languages"), "So the answer is ] ) ]", False),
+    (bbh("syndrome therefrom", "word_sorting"), "So the answer is syndrome  therefrom.", True),
+    (bbh("syndrome therefrom", "word_sorting"), "So the answer is therefrom syndrome.", False),
+]
+
+
+@pytest.mark.parametrize("item,output,correct", CASES, ids=[f"{c[0].kind}-{i}" for i, c in enumerate(CASES)])
+def test_grade_robust(item, output, correct):
+    verdict = grade_robust(item, output)
+    assert verdict.correct is correct, verdict
+    assert verdict.note != "timeout"
+
+
+def test_pool_agrees_with_in_process_grading():
+    pairs = [(item, output) for item, output, _ in CASES]
+    verdicts = grade_robust_many(pairs, workers=2, timeout=20.0)
+    assert [v.correct for v in verdicts] == [c for _, _, c in CASES]
+    assert verdicts == [grade_robust(item, output) for item, output in pairs]
+
+
+@pytest.mark.parametrize("output,answer,note", [
+    ("First \\boxed{3}, then \\boxed{\\frac{1}{2}}. The answer is 7", "\\frac{1}{2}", ""),  # last box wins
+    ("The answer is: 18", "18", ""),
+    ("The final answer is:\n\n$$\\frac{3}{4}$$", "\\frac{3}{4}", ""),
+    ("Final Answer: The final answer is $42$. I hope it is correct.", "42", ""),
+    ("Work.\n#### 1,234", "1,234", ""),
+    ("Answer: 3.5.", "3.5", ""),
+    ("3. He has 16 cars left.\n4. The answer is 16\nThe answer is ", "16", ""),  # the last phrase is empty
+    ("It costs 3 + 4 = 7 dollars.", "7", "last number"),
+    ("no idea", "", "no answer"),
+])
+def test_extract_answer(output, answer, note):
+    assert extract_answer(number("1"), output) == (answer, note)
+
+
+def test_multiple_choice_without_a_number_fallback():
+    # A choice question never falls back to "the last number": 19 would not be an option.
+    assert extract_answer(choice("B"), "The ratio is 19 to 400") == ("", "no answer")
+    assert extract_answer(choice("B"), "Options listed.\n(C)") == ("C", "letter in text")
+
+
+def test_bool_reads_whole_words_of_the_answer_only():
+    # "no" inside another word or in the reasoning before the answer phrase does not count.
+    item = tqa(True, "bool")
+    assert grade_robust(item, "There is no doubt.\nThe answer is True").correct
+    assert grade_robust(item, "The answer is: nonetheless true").correct
+
+
+POWER_TOWER = "\\boxed{9^{9^{9^{9}}}}"
+
+
+def test_pathological_answer_times_out_and_the_pool_keeps_working():
+    pairs = [(math_("\\frac{1}{2}"), "\\boxed{\\frac{2}{4}}"),
+             (math_("1"), POWER_TOWER),
+             (math_("2\\sqrt{2}"), "\\boxed{\\sqrt{8}}"),
+             (math_("1"), POWER_TOWER),
+             (math_("x^2+2x+1"), "\\boxed{(x+1)^2}"),
+             (number("18"), "The answer is 18")]
+    start = time.monotonic()
+    verdicts = grade_robust_many(pairs, workers=2, timeout=2.0)
+    elapsed = time.monotonic() - start
+    assert [v.correct for v in verdicts] == [True, False, True, False, True, True]
+    assert verdicts[1] == Verdict("9^{9^{9^{9}}}", False, "timeout")
+    assert verdicts[3].note == "timeout"
+    assert verdicts[2].note == "symbolic" and verdicts[4].note == "symbolic"
+    # Two timeouts of 2 s plus worker starts (sympy import) and replacements; far below a hang.
+    assert elapsed < 60, elapsed
+
+
+def test_in_process_grading_has_a_deadline_in_the_main_thread():
+    start = time.monotonic()
+    assert grade_robust(math_("1"), POWER_TOWER, timeout=1.0) == Verdict("9^{9^{9^{9}}}", False, "timeout")
+    assert time.monotonic() - start < 30
+
+
+def test_pool_from_a_thread_and_results_in_order():
+    # The caller may hold threads or be one: workers are fresh interpreters, not forks.
+    pairs = [(math_(f"{k}\\sqrt{{2}}"), f"\\boxed{{\\sqrt{{{2 * k * k}}}}}" if k % 3 else "\\boxed{\\sqrt{7}}")
+             for k in range(1, 13)]
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(grade_robust_many(pairs, workers=3, timeout=20.0)))
+    t.start()
+    t.join(120)
+    assert not t.is_alive()
+    verdicts = out[0]
+    assert [v.correct for v in verdicts] == [bool(k % 3) for k in range(1, 13)]
+    assert all(v.note == "symbolic" for v in verdicts)
+    assert [v.answer for v in verdicts] == [extract_answer(item, o)[0] for item, o in pairs]
+
+
+def test_pool_works_from_a_script_without_a_main_guard(tmp_path):
+    # multiprocessing's "spawn" would re-run such a script in every worker and fail.
+    script = tmp_path / "grade_it.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from evaluation.items import Item\n"
+        "from evaluation.grading.robust import grade_robust_many\n"
+        "item = Item('math', '0', 'q', '2\\\\sqrt{2}', 'math')\n"
+        "print(grade_robust_many([(item, '\\\\boxed{\\\\sqrt{8}}')])[0].note)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "symbolic"
+
+
+def test_easy_answers_are_decided_without_workers(monkeypatch):
+    import evaluation.grading.pool as pool
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the pool was started for answers plain checks decide")
+
+    monkeypatch.setattr(pool, "run_isolated", refuse)
+    pairs = []
+    for k in range(500):
+        gold = str(k * 7)
+        pairs += [(number(gold), f"The answer is {gold}" if k % 2 else f"The answer is ${k * 7 + 1}")]
+    pairs += [(choice("B"), "The answer is (B)."), (math_("\\frac{1}{2}"), "\\boxed{0.5}"),
+              (bbh("valid", "formal_fallacies"), "So the answer is valid."), (tqa(True, "bool"), "The answer is yes")]
+    verdicts = grade_robust_many(pairs)
+    assert len(verdicts) == len(pairs)
+    assert [v.correct for v in verdicts[:500]] == [bool(k % 2) for k in range(500)]
+    assert all(v.correct for v in verdicts[500:])
+
+
+def test_many_symbolic_answers_complete():
+    pairs = [(math_(f"\\frac{{{k}}}{{2}}\\sqrt{{2}}"), f"\\boxed{{\\frac{{{k}\\sqrt{{2}}}}{{2}}}}")
+             for k in range(1, 41)]
+    verdicts = grade_robust_many(pairs, workers=2, timeout=20.0)
+    assert all(v.correct and v.note == "symbolic" for v in verdicts), verdicts
+
+
+# The pool itself, on plain functions (module level so that workers can import them).
+
+def _square(x):
+    return x * x
+
+
+def _sleep_then(x):
+    time.sleep(x)
+    return x
+
+
+def _crash(x):
+    import os
+    os._exit(3)
+
+
+def _fail(x):
+    raise ValueError(f"bad {x}")
+
+
+def test_pool_outcomes():
+    assert run_isolated(_square, [(k,) for k in range(7)], workers=3, timeout=10) == \
+        [Outcome("ok", k * k) for k in range(7)]
+    outcomes = run_isolated(_sleep_then, [(0,), (30,), (0,)], workers=1, timeout=1.0)
+    assert [o.status for o in outcomes] == ["ok", "timeout", "ok"]
+    assert [o.status for o in run_isolated(_crash, [(1,), (2,)], workers=1, timeout=10)] == ["crashed", "crashed"]
+    failed = run_isolated(_fail, [(1,)], workers=1, timeout=10)
+    assert failed == [Outcome("error", None, "ValueError: bad 1")]
+    assert run_isolated(_square, [], workers=2) == []
+
+
+def test_pool_reports_workers_that_cannot_start():
+    outcomes = run_isolated(_square, [(1,), (2,)], workers=1, timeout=10, preload=("no_such_module_here",))
+    assert [o.status for o in outcomes] == ["error", "error"]
+    assert "workers failed to start" in outcomes[0].detail
