@@ -15,14 +15,14 @@ chart function, so importing this module stays cheap.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import os
-import tempfile
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
+
+from pipeline.files import write_atomic
 
 GRADERS = ("seed", "robust")
 DASH = "–"  # a benchmark that did not run
@@ -355,22 +355,6 @@ def render_chart(settings: Mapping[str, Any], summary: Mapping[str, Mapping[str,
 
 
 # ---- writing ----------------------------------------------------------------------------------
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to a temporary file in `path`'s directory, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are for anyone who can read the run
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 def write_results(eval_dir: str, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Summarize eval_dir/predictions and write results.json, results.md and results.png into

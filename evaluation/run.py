@@ -22,6 +22,7 @@ from evaluation import predictions as P
 from evaluation.config import EvalConfig
 from evaluation.grading import grade_all
 from evaluation.protocols import Protocol
+from pipeline.files import write_atomic
 
 log = logging.getLogger(__name__)
 # Settings that change what a prediction is: a rerun with other values must not mix into old files.
@@ -88,9 +89,7 @@ def _check_identity(eval_dir: Path, settings: dict[str, Any], fresh: bool) -> No
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(str(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _backend(cfg: EvalConfig, model_dir: str, stack):
@@ -100,8 +99,8 @@ def _backend(cfg: EvalConfig, model_dir: str, stack):
         max_len = cfg.max_model_len
         if cfg.backend == "vllm" and not max_len:
             from training.registry import get_spec
-            on_gpu = _on_gpu()
-            max_len = 0 if on_gpu else min(get_spec(model_dir).max_positions, CPU_CONTEXT)
+            from infra.llm_server import on_gpu
+            max_len = 0 if on_gpu() else min(get_spec(model_dir).max_positions, CPU_CONTEXT)
         return make_backend(cfg.backend, model_dir, gpus=cfg.gpus, max_model_len=max_len)
     url = cfg.llm_url or os.environ.get("LLM_URL", "")
     served = cfg.llm_model or os.environ.get("LLM_MODEL", "")
@@ -110,14 +109,6 @@ def _backend(cfg: EvalConfig, model_dir: str, stack):
         server = stack.enter_context(LocalLLMServer(model_dir, max_model_len=cfg.max_model_len or CPU_CONTEXT))
         url, served = server.url, server.model
     return make_backend("openai", model_dir, url=url, served_model=served)
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
 
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:

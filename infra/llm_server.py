@@ -230,7 +230,8 @@ def _spawn(cmd: list[str], env: dict[str, str] | None, log, attached: bool) -> s
                             start_new_session=True)
 
 
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
+    """True where torch sees a CUDA GPU (the GPU builds of vLLM and DeepSpeed apply)."""
     try:
         import torch
         return torch.cuda.is_available()
@@ -271,7 +272,7 @@ class LocalLLMServer:
                "--served-model-name", self.model, "--host", self.host, "--port", str(self.port),
                "--max-model-len", str(self.max_model_len)]
         env = dict(os.environ)
-        if not _on_gpu():
+        if not on_gpu():
             # On the CPU build the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, and
             # `gpu_memory_utilization` means a fraction of RAM (its 0.92 default fails on a shared
             # machine; vLLM checks it against free RAM whenever no KV cache size is given).

@@ -5,14 +5,7 @@ import os
 
 from evaluation.backends import Generation
 from evaluation.protocols import Request, cut_at_stop
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+from infra.llm_server import on_gpu
 
 
 class VLLMBackend:
@@ -27,7 +20,7 @@ class VLLMBackend:
         kwargs = {"model": model_dir, "dtype": dtype, "seed": 0}
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
-        if _on_gpu():
+        if on_gpu():
             import torch
             kwargs["tensor_parallel_size"] = gpus or torch.cuda.device_count()
         else:

@@ -12,12 +12,10 @@ the report is committed next to a recipe). Files are written locally, atomically
 from __future__ import annotations
 
 import collections
-import contextlib
 import heapq
 import io
 import math
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from pipeline import shards
+from pipeline.files import write_atomic  # noqa: F401  (dataset_card imports it from here)
 
 STAGES = ("recall", "extract", "refine")
 FUNNEL = {
@@ -45,22 +44,6 @@ DPI = 100
 
 
 # ---- writing ----------------------------------------------------------------------------------
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone who can read the run
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
 
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)  # the Agg canvas, without touching pyplot's global backend
