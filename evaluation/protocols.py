@@ -33,11 +33,9 @@ FEWSHOT = Path(__file__).resolve().parents[1] / "data" / "fewshot"
 
 MAMMOTH2_HEADER = "You are supposed to provide a solution to a given problem.\n\n"
 STEP = "Let's think step by step."
-# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####". The order is ours: OpenAI's
-# API (and vLLM's server) take at most four stop strings, so the ones a few-shot prompt needs come
-# first (see `server_stops`).
-MAMMOTH2_STOP = ("\nProblem", "Problem:", "### Instruction:", "Response:", "USER:", "ASSISTANT:",
-                 "<start_of_turn>", "[INST]", "\n\nProblem", "<|eot_id|>")
+# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####".
+MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:", "<start_of_turn>", "[INST]",
+                 "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>")
 MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP + ("####",)
 # MetaMath's eval_gsm8k.py and eval_math.py.
 METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT", "Instruction:",
@@ -133,11 +131,14 @@ class Protocol:
                 "max_new_tokens": self.max_new_tokens, "shots": self.shots}
 
 
-def server_stops(stop: tuple[str, ...] | list[str], limit: int = 4) -> list[str]:
-    """At most `limit` stop strings for an API that takes no more: those that contain another stop
-    string are dropped first (the shorter one stops earlier anyway), then the first `limit` are
-    kept. The output is cut at all of them afterwards (`cut_at_stop`), so only tokens are wasted."""
+def server_stops(stop: tuple[str, ...] | list[str], prompt: str = "", limit: int = 4) -> list[str]:
+    """At most `limit` stop strings, for APIs that take no more (OpenAI's, vLLM's server). Those
+    that contain another stop string go first (the shorter one stops earlier anyway); of the
+    rest, those the prompt uses most are kept: a few-shot continuation runs into the prompt's own
+    markers ("Problem:", "### Instruction"). The output is still cut at all of them
+    (`cut_at_stop`): a stop string left out only costs tokens."""
     kept = [s for s in stop if not any(t != s and t in s for t in stop)]
+    kept.sort(key=lambda s: -prompt.count(s))
     return kept[:limit]
 
 

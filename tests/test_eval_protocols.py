@@ -160,11 +160,12 @@ def test_unknown_protocol_and_form_are_refused():
         Protocol("mammoth2", form="alpaca")
 
 
-def test_server_stops_keep_four_that_stop_as_early():
+def test_server_stops_keep_four_the_prompt_uses():
     from evaluation.protocols import MAMMOTH2_STOP, server_stops
-    assert server_stops(METAMATH_STOP) == ["Question", "USER", "ASSISTANT", "Instruction"]
-    four = server_stops(MAMMOTH2_STOP)
-    assert four == ["\nProblem", "Problem:", "### Instruction:", "Response:"]
+    metamath = Protocol("metamath").render(B.load("gsm8k", limit=1)[0])
+    assert server_stops(metamath.stop, metamath.prompt) == ["Instruction", "Response", "Question", "USER"]
+    mammoth2 = Protocol("mammoth2").render(B.load("gsm8k", limit=1)[0])
+    assert server_stops(mammoth2.stop, mammoth2.prompt)[:2] == ["\nProblem", "Problem:"]
     assert "\n\nProblem" not in server_stops(MAMMOTH2_STOP, limit=20)
 
 

@@ -26,7 +26,7 @@ class OpenAIBackend:
         try:
             # OpenAI's API and vLLM's server take four stop strings; the text is cut at all below.
             reply = self.client.completions.create(model=self.model, prompt=r.prompt, max_tokens=r.max_tokens,
-                                                   temperature=0.0, top_p=1.0, stop=server_stops(r.stop) or None)
+                                                   temperature=0.0, top_p=1.0, stop=server_stops(r.stop, r.prompt) or None)
         except openai.BadRequestError as err:
             if "context" in str(err).lower() or "too long" in str(err).lower() or "maximum" in str(err).lower():
                 return Generation("", "prompt_too_long")

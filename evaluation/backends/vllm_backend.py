@@ -48,7 +48,11 @@ class VLLMBackend:
             for i, out in zip(where, self.llm.generate(prompts, params, use_tqdm=False)):
                 o = out.outputs[0]
                 finish = "length" if o.finish_reason == "length" else "stop"
-                results[i] = Generation(cut_at_stop(o.text, requests[i].stop), finish, len(o.token_ids))
+                # vLLM cuts at the first stop string of the list that matches, not at the earliest
+                # match ("\nProblem" inside "\n\nProblem" leaves a newline): put the matched string
+                # back and cut at the earliest, as the other backends do.
+                text = o.text + (o.stop_reason if isinstance(o.stop_reason, str) else "")
+                results[i] = Generation(cut_at_stop(text, requests[i].stop), finish, len(o.token_ids))
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
