@@ -21,6 +21,7 @@ RECIPE   ?= cpu-demo
 DRY_RUN  ?=
 GPUS     ?=
 NODES    ?=
+INPUT    ?=
 BENCH    ?=
 LIMIT    ?=
 PROTOCOL ?=
@@ -41,6 +42,8 @@ REFINE_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER
 TRAIN_FLAGS := --recipe $(RECIPE) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
                $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(GPUS),--gpus $(GPUS)) \
                $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
+AUGMENT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(INPUT),--input $(INPUT)) $(if $(LIMIT),--limit $(LIMIT)) \
+                 $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
 EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
               $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(BENCH),--benchmarks $(BENCH)) \
               $(if $(LIMIT),--limit $(LIMIT)) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(FORM),--form $(FORM)) \
@@ -49,7 +52,7 @@ EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract refine train eval rescore serve-llm stop-llm classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract refine augment train eval rescore serve-llm stop-llm classifier domains domain-round test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -89,6 +92,9 @@ extract: install  ## RUN/recall -> RUN/extract (LLM_URL=http://host:8000/v1 LLM_
 
 refine: install  ## RUN/extract -> RUN/refine: WebInstruct shards, exports, dataset card, RUN/report.md
 	$(WI) refine $(REFINE_FLAGS)
+
+augment: install  ## questions with answers -> RUN/augment: MetaMathQA shards (INPUT='files or globs' LIMIT=per file; default: the recipe's sample)
+	$(WI) augment $(AUGMENT_FLAGS)
 
 train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m RECIPE=cpu-demo|metamath|mammoth2 MODEL_PATH= GPUS= DRY_RUN=1)
 	$(WI) train $(TRAIN_FLAGS)

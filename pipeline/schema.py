@@ -105,7 +105,20 @@ class WebInstructRow:
     answer_check: str = "unchecked"  # consistent | changed | unchecked (the original stated no answer)
 
 
-SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow, "extract": QAPair, "refine": WebInstructRow}
+@dataclass
+class MetaMathRow:
+    """A bootstrapped question with an accepted solution: the `augment` stage's output, in
+    MetaMathQA's format (its four fields) plus a stable id."""
+
+    id: str  # sha1 of type + query + response
+    type: str  # GSM_AnsAug, GSM_Rephrased, GSM_SV, GSM_FOBAR, MATH_AnsAug, ... (MetaMathQA's names)
+    query: str
+    original_question: str
+    response: str  # ends with "The answer is: {gold}"
+
+
+SCHEMAS = {"recall": RecalledDocument, "domains": DomainRow, "extract": QAPair, "refine": WebInstructRow,
+           "augment": MetaMathRow}
 
 
 def field_names(schema: type) -> list[str]:

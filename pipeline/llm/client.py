@@ -148,7 +148,8 @@ def render(request: dict, cfg: LLMConfig, model: str) -> dict:
     """The chat-completions arguments for one request dict; also what the cache key hashes.
 
     A request: {"messages": [...], "schema": json-schema or None, "max_tokens": int|None,
-    "temperature": float|None, "id": str} (optional "seed", "schema_name")."""
+    "temperature": float|None, "id": str} (optional "seed", "schema_name", "stop": [str, ...]; a
+    request without "stop" renders, and is cached, as before the field existed)."""
     if not request.get("messages"):
         raise ValueError(f"LLM request {request.get('id', '')!r} has no messages")
     payload = {
@@ -158,6 +159,8 @@ def render(request: dict, cfg: LLMConfig, model: str) -> dict:
         "max_tokens": int(request.get("max_tokens") or cfg.max_tokens),
         "seed": int(cfg.seed if request.get("seed") is None else request["seed"]),
     }
+    if request.get("stop"):
+        payload["stop"] = list(request["stop"])
     if request.get("schema") is not None:
         payload["response_format"] = {"type": "json_schema", "json_schema": {
             "name": request.get("schema_name") or "output", "schema": request["schema"], "strict": True}}

@@ -1,0 +1,1 @@
+"""The augment stage: MetaMath-style question bootstrapping (AnsAug, Rephrasing, SV, FOBAR) into MetaMathQA-format shards."""

@@ -1,0 +1,95 @@
+"""The augment stage as a Beam pipeline: questions with final answers -> MetaMathQA shards.
+
+    groups of input files -> AugmentFiles (AnsAug, Rephrasing, SV, FOBAR through the LLM, answer
+                             checks) -> rows by type -> cap each type at its target
+                          -> shuffle by row id -> write shards -> one key -> stats.json
+
+Inputs are GSM8K-style, MATH-style or WebInstruct rows (RUN/refine by default). As in the other
+LLM stages, with no endpoint configured the stage starts the local server for its run, and the
+request cache (RUN/cache/llm.sqlite) makes a rerun send only what never finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from infra.runners import run_pipeline
+from pipeline import shards
+from pipeline.augment import prompts
+from pipeline.augment import transforms as T
+from pipeline.augment.config import AugmentConfig
+from pipeline.llm.config import LLMConfig
+from pipeline.llm.endpoint import llm_endpoint
+from pipeline.schema import MetaMathRow
+from pipeline.stage import finish, key_by_shard, task_groups, write_records
+from pipeline.stats import format_stats
+
+log = logging.getLogger(__name__)
+
+
+def build(p: beam.Pipeline, files: list[str], cfg: AugmentConfig, llm: LLMConfig) -> None:
+    out = cfg.out_dir()
+    dofn_cfg = {**dataclasses.asdict(cfg), "cache": llm.cache or cfg.cache_path()}
+    rows = (
+        p
+        | "InputFiles" >> beam.Create(task_groups(files, cfg.task_count(len(files))))
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "Augment" >> beam.ParDo(T.AugmentFiles(dofn_cfg, dataclasses.asdict(llm)))
+        # Rows by type so each type can be capped at its target; stats pass under their own key.
+        | "KeyByType" >> beam.Map(lambda item: (item[1]["type"] if item[0] == "record" else "", item))
+        | "GroupByType" >> beam.GroupByKey()
+        | "CapTypes" >> beam.FlatMap(lambda kv: T.cap_type((kv[0], [x for x in kv[1]]), cfg.targets)
+                                     if kv[0] else iter(kv[1]))
+    )
+    (
+        rows
+        | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)
+        | "GroupByShard" >> beam.GroupByKey()
+        | "WriteShards" >> beam.FlatMap(write_records, T.STAGE, out, cfg.num_shards, MetaMathRow)
+        | "KeyAll" >> beam.Map(lambda item: (0, item))
+        | "GroupAll" >> beam.GroupByKey()
+        | "Finish" >> beam.Map(finish, out, cfg.num_shards)
+    )
+
+
+def acceptance(stats: dict[str, Any]) -> dict[str, float]:
+    """Accepted share of sampled solutions per kind (ansaug, rephrase, sv, fobar)."""
+    return {k: round(stats.get(f"{k}_accepted", 0) / stats[f"{k}_samples"], 4)
+            for k in T.KINDS if stats.get(f"{k}_samples")}
+
+
+def run(cfg: AugmentConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    files = T.input_files(cfg.input_paths())
+    missing = [f for f in files if not FileSystems.exists(f)]
+    if not files or missing:
+        raise shards.MissingInput(f"no augment input at {', '.join(missing or cfg.input_paths())}: give --input "
+                                  "GSM8K/MATH-style JSON lines, or run `make refine` first")
+    out = cfg.out_dir()
+    shards.makedirs(out)
+    shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
+    t0 = time.monotonic()
+    # MetaMath's prompts carry 8 worked examples (~2-3k tokens) before the question.
+    with llm_endpoint(llm, max_model_len=8192) as llm:
+        log.info("augment: %d input file(s) -> %s with %s at %s", len(files), out, llm.model, llm.url)
+        run_pipeline(cfg, lambda p: build(p, files, cfg, llm))
+    stats = shards.read_json(shards.join(out, "stats.json"))
+    for name in ("seeds_in", "rows_out", "requests_sent", "cache_hits", *(f"{k}_{w}" for k in T.KINDS
+                                                                         for w in ("samples", "accepted"))):
+        stats.setdefault(name, 0)
+    stats["acceptance"] = acceptance(stats)
+    stats["targets"] = {t: {"target": n, "rows": stats.get(f"kept_{t}", 0)} for t, n in cfg.targets.items()}
+    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
+    shards.write_json(shards.join(out, "stats.json"), stats)
+    shards.write_json(shards.join(out, "config.json"),
+                      {**dataclasses.asdict(cfg), "llm": {**dataclasses.asdict(llm), "api_key": "***"},
+                       "prompt_version": prompts.PROMPT_VERSION, "inputs": files})
+    return stats
+
+
+def summary(stats: dict[str, Any], out_dir: str) -> str:
+    return format_stats(stats, f"augment -> {out_dir}")
