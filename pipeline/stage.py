@@ -9,7 +9,9 @@ for why the graph is a single chain).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Iterator
+import dataclasses
+import time
+from typing import Any, Callable, Iterable, Iterator
 
 from pipeline import shards
 from pipeline.stats import StageCounter, merge
@@ -75,3 +77,24 @@ def finish(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: 
     total = merge(stats)
     shards.write_json(shards.join(out_dir, "stats.json"), total)
     return total
+
+
+def close_stats(out_dir: str, started: float, accounting: Iterable[str] = (),
+                derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Complete a finished stage's stats.json: every `accounting` counter present (a 0 says
+    something, e.g. "requests_sent: 0" on a rerun), entries `derive(stats)` computes from the
+    counters, and the wall time since `started` (time.monotonic())."""
+    path = shards.join(out_dir, "stats.json")
+    stats = shards.read_json(path)
+    for name in accounting:
+        stats.setdefault(name, 0)
+    if derive is not None:
+        stats.update(derive(stats))
+    stats["wall_seconds"] = round(time.monotonic() - started, 2)
+    shards.write_json(path, stats)
+    return stats
+
+
+def llm_settings(llm: Any) -> dict[str, Any]:
+    """An LLM config as recorded in a stage's config.json: everything but the API key."""
+    return {**dataclasses.asdict(llm), "api_key": "***"}

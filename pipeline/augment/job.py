@@ -26,7 +26,7 @@ from pipeline.augment.config import AugmentConfig
 from pipeline.llm.config import LLMConfig
 from pipeline.llm.endpoint import llm_endpoint
 from pipeline.schema import MetaMathRow
-from pipeline.stage import finish, key_by_shard, task_groups, write_records
+from pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
 from pipeline.stats import format_stats
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,13 @@ def run(cfg: AugmentConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None
     with llm_endpoint(llm, max_model_len=8192) as llm:
         log.info("augment: %d input file(s) -> %s with %s at %s", len(files), out, llm.model, llm.url)
         run_pipeline(cfg, lambda p: build(p, files, cfg, llm))
-    stats = shards.read_json(shards.join(out, "stats.json"))
-    for name in ("seeds_in", "rows_out", "requests_sent", "cache_hits", *(f"{k}_{w}" for k in T.KINDS
-                                                                         for w in ("samples", "accepted"))):
-        stats.setdefault(name, 0)
-    stats["acceptance"] = acceptance(stats)
-    stats["targets"] = {t: {"target": n, "rows": stats.get(f"kept_{t}", 0)} for t, n in cfg.targets.items()}
-    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
-    shards.write_json(shards.join(out, "stats.json"), stats)
+    accounting = ("seeds_in", "rows_out", "requests_sent", "cache_hits", "prompt_tokens", "completion_tokens",
+                  *(f"{k}_{w}" for k in T.KINDS for w in ("samples", "accepted")))
+    stats = close_stats(out, t0, accounting, lambda s: {
+        "acceptance": acceptance(s),
+        "targets": {t: {"target": n, "rows": s.get(f"kept_{t}", 0)} for t, n in cfg.targets.items()}})
     shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "llm": {**dataclasses.asdict(llm), "api_key": "***"},
+                      {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
                        "prompt_version": prompts.PROMPT_VERSION, "inputs": files})
     return stats
 

@@ -28,7 +28,7 @@ import apache_beam as beam
 from pipeline import shards
 from pipeline.augment import accept, masking, prompts
 from pipeline.augment.inputs import read_seed
-from pipeline.llm.client import LLMServerFailure, is_server_fault
+from pipeline.llm.client import stop_on_server_faults
 from pipeline.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
@@ -156,11 +156,8 @@ class AugmentFiles(beam.DoFn):
                 yield seed
 
     def _check(self, results) -> None:
-        lost = [r for r in results if is_server_fault(r)]
-        if lost and self.cfg["stop_on_server_failure"]:
-            raise LLMServerFailure(f"the LLM server stopped answering: {len(lost)} of {len(results)} requests failed "
-                                   f"after retries ({lost[0].error}); the finished replies are cached, rerun the "
-                                   "stage to resume")
+        if self.cfg["stop_on_server_failure"]:
+            stop_on_server_faults(results)
 
     def _solutions(self, kind: str, seed: dict, query: str, gold: str, results, count) -> list[dict]:
         """Rows of the accepted solutions of one query."""

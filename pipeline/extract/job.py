@@ -25,7 +25,7 @@ from pipeline.extract.config import ExtractConfig
 from pipeline.llm.config import LLMConfig
 from pipeline.llm.endpoint import llm_endpoint
 from pipeline.schema import QAPair
-from pipeline.stage import finish, key_by_shard, task_groups, write_records
+from pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
 from pipeline.stats import format_stats
 
 log = logging.getLogger(__name__)
@@ -64,13 +64,10 @@ def run(cfg: ExtractConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None
     with llm_endpoint(llm, max_model_len=4096) as llm:
         log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
         run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
-    stats = shards.read_json(shards.join(out, "stats.json"))
-    for name in ACCOUNTING:  # shown even when zero: "requests_sent: 0" is what a rerun should say
-        stats.setdefault(name, 0)
-    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
-    shards.write_json(shards.join(out, "stats.json"), stats)
+    # Counters shown even when zero: "requests_sent: 0" is what a rerun should say.
+    stats = close_stats(out, t0, ACCOUNTING)
     shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "llm": {**dataclasses.asdict(llm), "api_key": "***"},
+                      {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
                        "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs})
     return stats
 

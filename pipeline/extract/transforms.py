@@ -19,7 +19,7 @@ import apache_beam as beam
 from pipeline import shards
 from pipeline.extract import prompt
 from pipeline.extract.chunking import chunk_text, merge_pairs
-from pipeline.llm.client import LLMServerFailure, is_server_fault
+from pipeline.llm.client import stop_on_server_faults
 from pipeline.schema import RecalledDocument
 from pipeline.text.cleanup import remove_chrome
 from pipeline.stats import Progress, StageCounter
@@ -115,14 +115,8 @@ class ExtractShard(beam.DoFn):
             for p in pairs:
                 yield ("record", p)
             return
-        lost = [r for r in results if is_server_fault(r)]
-        if lost and c["stop_on_server_failure"]:
-            # Every reply that did finish is already in the cache: stop now rather than write
-            # shards with holes, and let a rerun ask again only for what is missing.
-            raise LLMServerFailure(
-                f"the LLM server stopped answering: {len(lost)} of {len(results)} requests of document "
-                f"{doc['url']} failed after retries ({lost[0].error}); the finished replies are cached, "
-                f"rerun the stage to resume")
+        if c["stop_on_server_failure"]:
+            stop_on_server_faults(results, f"of document {doc['url']}")
         model = self.llm.get("model") or "llm"
         found: list[dict] = []
         failed = False

@@ -582,6 +582,19 @@ def is_server_fault(result: LLMResult) -> bool:
     return not result.ok and (result.error or "").split(":", 1)[0] in SERVER_FAULTS
 
 
+def stop_on_server_faults(results: list[LLMResult], where: str = "") -> None:
+    """Raise `LLMServerFailure` when any result failed for the server's sake after all retries.
+
+    An LLM stage calls this before using a group's replies: every reply that did finish is already
+    in the cache, so stopping loses nothing, and a rerun asks again only for what is missing,
+    where going on would write shards with holes. `where` names the group ("of document URL")."""
+    lost = [r for r in results if is_server_fault(r)]
+    if lost:
+        raise LLMServerFailure(
+            f"the LLM server stopped answering: {len(lost)} of {len(results)} requests{' ' + where if where else ''} "
+            f"failed after retries ({lost[0].error}); the finished replies are cached, rerun the stage to resume")
+
+
 def _from_cache(id_: str, value: dict) -> LLMResult:
     if "failed" in value:
         return LLMResult(id=id_, ok=False, text=value.get("text", ""), error=value["failed"],

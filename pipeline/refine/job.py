@@ -29,7 +29,7 @@ from pipeline.refine import prompt
 from pipeline.refine import transforms as T
 from pipeline.refine.config import MERGE_POLICIES, RefineConfig
 from pipeline.schema import WebInstructRow, field_names
-from pipeline.stage import finish, key_by_shard, task_groups, write_records
+from pipeline.stage import close_stats, finish, key_by_shard, task_groups, write_records
 from pipeline.stats import format_stats
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
         log.info("refine: %d extract shards -> %s with %s (merge: %s)", len(inputs), out,
                  ", ".join(f"{r['name']}={r['llm']['model']}" for r in refiners), cfg.merge)
         run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, index.path, cache))
-    stats = shards.read_json(shards.join(out, "stats.json"))
-    for name in ACCOUNTING:
-        stats.setdefault(name, 0)
-    stats["wall_seconds"] = round(time.monotonic() - t0, 2)
-    shards.write_json(shards.join(out, "stats.json"), stats)
+    stats = close_stats(out, t0, ACCOUNTING)
     used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
             "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}
     shards.write_json(shards.join(out, "config.json"), used)

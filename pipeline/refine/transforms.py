@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 
 from pipeline import shards
-from pipeline.llm.client import LLMServerFailure, is_server_fault, stream_many
+from pipeline.llm.client import stop_on_server_faults, stream_many
 from pipeline.refine import prompt
 from pipeline.refine.checks import check
 from pipeline.schema import QAPair
@@ -109,11 +109,7 @@ class RefinePairs(beam.DoFn):
 
     def _rows(self, owner: tuple[dict, list[dict]], results: list, count) -> Iterator[tuple[str, Any]]:
         pair, chosen = owner
-        lost = [r for part in results for r in part if is_server_fault(r)]
-        if lost:
-            raise LLMServerFailure(
-                f"the LLM server stopped answering ({lost[0].error}); the finished replies are cached, "
-                "rerun the stage to resume")
+        stop_on_server_faults([r for part in results for r in part], f"of pair {pair['id']}")
         candidates = []
         for refiner, [res] in zip(chosen, results):
             if not res.ok:
