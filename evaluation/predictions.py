@@ -15,21 +15,35 @@ from typing import Any, Iterable
 from evaluation.items import Item
 
 
-def read(path: Path | str) -> list[dict[str, Any]]:
-    """The complete records of a prediction file (a torn or garbled line is skipped)."""
+def read_counted(path: Path | str) -> tuple[list[dict[str, Any]], int]:
+    """The complete records of a prediction file, and how many lines were skipped: a torn last
+    line (a killed write), a garbled line, a line that is not a JSON object."""
     path = Path(path)
     if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
+        return [], 0
+    records, skipped = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            if not line.endswith("\n"):
-                break  # torn by a kill: never complete
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+            if not line.strip():
                 continue
-    return records
+            if not line.endswith("\n"):
+                skipped += 1  # torn by a kill: never complete
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def read(path: Path | str) -> list[dict[str, Any]]:
+    """The complete records of a prediction file (see `read_counted`)."""
+    return read_counted(path)[0]
 
 
 def repair(path: Path | str) -> int:

@@ -22,6 +22,7 @@ import os
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
+from evaluation.predictions import read_counted
 from pipeline.files import write_atomic
 
 GRADERS = ("seed", "robust")
@@ -63,25 +64,14 @@ def read_predictions(path: str) -> tuple[list[dict[str, Any]], int]:
     """The prediction records of one file and how many lines were skipped because they did not
     parse as a JSON object (a killed run leaves a truncated last line). A record that repeats an
     earlier id replaces it: a resumed run's newer verdict wins, and no item counts twice."""
+    records, skipped = read_counted(path)
     by_id: dict[str, dict[str, Any]] = {}
     anonymous: list[dict[str, Any]] = []
-    skipped = 0
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if not isinstance(record, dict):
-                skipped += 1
-                continue
-            if record.get("id") is None:
-                anonymous.append(record)
-            else:
-                by_id[str(record["id"])] = record
+    for record in records:
+        if record.get("id") is None:
+            anonymous.append(record)
+        else:
+            by_id[str(record["id"])] = record
     return list(by_id.values()) + anonymous, skipped
 
 

@@ -47,7 +47,6 @@ class HFBackend:
         return results
 
     def generate(self, requests: list[Request]) -> list[Generation]:
-        results: list[Generation] = []
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))  # similar lengths pad less
         by_index: dict[int, Generation] = {}
         for start in range(0, len(order), self.batch_size):
@@ -59,8 +58,7 @@ class HFBackend:
             if idx:
                 for i, g in zip(idx, self._batch([requests[i] for i in idx])):
                     by_index[i] = g
-        results = [by_index[i] for i in range(len(requests))]
-        return results
+        return [by_index[i] for i in range(len(requests))]
 
     def close(self) -> None:
         del self.model

@@ -45,8 +45,9 @@ def input_files(paths: list[str]) -> list[str]:
     """Files behind the input paths: a directory gives its shards, a glob its matches."""
     files: list[str] = []
     for p in paths:
-        if shards.list_shards(p):
-            files += shards.list_shards(p)
+        found = shards.list_shards(p)
+        if found:
+            files += found
         else:
             files += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
     return files
