@@ -81,7 +81,7 @@ demo: install  ## set up, then run recall, a second domain round, extract and re
 	$(WI) domains round $(DOMAIN_FLAGS)
 	@# One local LLM server for both LLM stages (unless LLM_URL or a running one is there), stopped at the end.
 	@set -e; started=; \
-	if [ -z "$(LLM_URL)" ] && ! $(PY) -c "import sys; from infra.llm_server import detached_url; sys.exit(0 if detached_url() else 1)"; then \
+	if [ -z "$(LLM_URL)" ] && ! $(PY) -c "import sys; from webinstruct.pipeline.llm.server import detached_url; sys.exit(0 if detached_url() else 1)"; then \
 	  $(WI) llm serve --detach; started=1; fi; \
 	trap 'if [ -n "$$started" ]; then $(WI) llm stop; fi' EXIT; \
 	$(WI) extract $(EXTRACT_FLAGS); \

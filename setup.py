@@ -1,9 +1,23 @@
-"""Install webinstruct: the `pipeline`, `training`, `evaluation` and `infra` packages and the
-`webinstruct` command.
+"""Install webinstruct: one import name, `webinstruct`, and the `webinstruct` command.
+
+The folders of the checkout are its sub-packages (`package_dir` maps them): `core/` is
+`webinstruct.core`, `pipeline/` is `webinstruct.pipeline`, and so on; `data/` (the bundled sample,
+seeds, exemplars and benchmarks) is `webinstruct.data`. Nothing else lands in site-packages.
 
 The CPU path is `pip install -e .[cpu,dev]` after `pip install torch==2.13.0` (see the Makefile:
 a bare torch requirement would pull a multi-GB CUDA build)."""
 from setuptools import find_packages, setup
+
+FOLDERS = ("core", "pipeline", "training", "evaluation", "infra", "data")
+
+
+def _packages():
+    out = ["webinstruct"]
+    for folder in FOLDERS:
+        out.append(f"webinstruct.{folder}")
+        out += [f"webinstruct.{folder}.{sub}" for sub in find_packages(folder)]
+    return out
+
 
 CORE = [
     "apache-beam[dask]>=2.70",
@@ -36,9 +50,16 @@ setup(
     version="0.1.0",
     description="Turn web crawls into instruction-tuning data; train and evaluate models on it.",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline*", "training*", "evaluation*", "infra*"]),
-    package_data={"infra": ["recipes/*.yaml", "recipes/train/*.yaml", "runners/*.yaml", "deepspeed/*.json"]},
+    packages=_packages(),
+    package_dir={"webinstruct": "webinstruct", **{f"webinstruct.{f}": f for f in FOLDERS}},
+    package_data={
+        "webinstruct.infra": ["recipes/*.yaml", "recipes/train/*.yaml", "deepspeed/*.json"],
+        "webinstruct.pipeline.runners": ["*.yaml"],
+        "webinstruct.pipeline.extract": ["*.json"],
+        "webinstruct.data": ["*.md", "*/*.md", "*/*.json", "*/*.json.gz", "*/*/*.json.gz", "*/*/*.jsonl.gz",
+                             "*/*.jsonl.gz", "*/*.jsonl.xz", "*/*/*.jsonl", "*/*/*.warc*"],
+    },
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["webinstruct = infra.cli:main"]},
+    entry_points={"console_scripts": ["webinstruct = webinstruct.infra.cli:main"]},
 )

@@ -72,12 +72,12 @@ def main() -> int:
     for noisy in ("httpx", "httpx2", "openai", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
-    from pipeline.augment import job
-    from pipeline.augment import transforms as T
-    from pipeline.augment.config import AugmentConfig
-    from pipeline.llm import client as client_mod
-    from pipeline.llm.config import LLMConfig
-    from pipeline.llm.endpoint import llm_endpoint
+    from webinstruct.pipeline.augment import job
+    from webinstruct.pipeline.augment import transforms as T
+    from webinstruct.pipeline.augment.config import AugmentConfig
+    from webinstruct.pipeline.llm import client as client_mod
+    from webinstruct.pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.llm.endpoint import llm_endpoint
 
     sample = ROOT / "data" / "sample" / "augment"
     llm = LLMConfig(url=[args.llm_url] if args.llm_url else [], max_concurrency=args.concurrency, timeout_s=600)

@@ -33,8 +33,8 @@ BENCHES = ("gsm8k", "math", "arc", "bbh")
 
 
 def requests(per_bench: int, max_new_tokens: int):
-    from evaluation import benchmarks as B
-    from evaluation.protocols import Protocol
+    from webinstruct.evaluation import benchmarks as B
+    from webinstruct.evaluation.protocols import Protocol
 
     proto = Protocol("mammoth2", max_new_tokens=max_new_tokens)
     items = [it for name in BENCHES for it in B.load(name, limit=per_bench, seed=7)]
@@ -42,8 +42,8 @@ def requests(per_bench: int, max_new_tokens: int):
 
 
 def side(name: str, per_bench: int, max_new_tokens: int, out: Path) -> None:
-    from evaluation.backends import make_backend
-    from training.registry import resolve
+    from webinstruct.evaluation.backends import make_backend
+    from webinstruct.core.registry import resolve
 
     model = resolve("smollm2-135m").path
     items, reqs = requests(per_bench, max_new_tokens)
@@ -69,7 +69,7 @@ def run_side(name: str, args, work: Path) -> dict:
 
 def gold_outputs(per_bench: int = 200):
     """(item, output) pairs that state the gold answer the way a model would."""
-    from evaluation import benchmarks as B
+    from webinstruct.evaluation import benchmarks as B
 
     pairs = []
     for name in ("gsm8k", "math", "theoremqa", "gpqa", "mmlu_stem", "bbh", "arc", "gsm8k_backward"):
@@ -80,8 +80,8 @@ def gold_outputs(per_bench: int = 200):
 
 
 def grading(pairs) -> dict:
-    from evaluation.grading.robust import grade_robust_many
-    from evaluation.grading.seed import grade_seed
+    from webinstruct.evaluation.grading.robust import grade_robust_many
+    from webinstruct.evaluation.grading.seed import grade_seed
 
     t = time.monotonic()
     seed = [grade_seed(it, out, "mammoth2") for it, out in pairs]

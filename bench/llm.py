@@ -42,7 +42,7 @@ the cache at work: 0 requests sent.
 def ceiling(requests, llm, model: str, concurrency: int) -> dict:
     import openai
 
-    from pipeline.llm.client import render
+    from webinstruct.pipeline.llm.client import render
 
     async def go():
         client = openai.AsyncOpenAI(base_url=llm.url[0], api_key=llm.api_key, timeout=llm.timeout_s)
@@ -79,12 +79,12 @@ def main() -> int:
     for noisy in ("httpx", "httpx2", "openai", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
-    from pipeline import shards
-    from pipeline.extract import job
-    from pipeline.extract.config import ExtractConfig
-    from pipeline.extract.transforms import chunk_requests
-    from pipeline.llm.config import LLMConfig
-    from pipeline.llm.endpoint import llm_endpoint
+    from webinstruct.core import shards
+    from webinstruct.pipeline.extract import job
+    from webinstruct.pipeline.extract.config import ExtractConfig
+    from webinstruct.pipeline.extract.transforms import chunk_requests
+    from webinstruct.pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.llm.endpoint import llm_endpoint
 
     recall_dir = Path(args.run) / "recall"
     docs = [d for d in shards.read_shards(str(recall_dir), produced_by="make recall") if not d.get("structured")]

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from pipeline.recall.warc import read_pages  # noqa: E402
-from pipeline.text import fidelity  # noqa: E402
+from webinstruct.pipeline.recall.warc import read_pages  # noqa: E402
+from webinstruct.pipeline.text import fidelity  # noqa: E402
 
 
 def load_pages(patterns: list[str]) -> list[dict]:
@@ -74,7 +74,7 @@ def timed(fn, *args):
 def fidelity_table(shared: Path):
     import trafilatura
 
-    from pipeline.text.html_text import html_to_text
+    from webinstruct.pipeline.text.html_text import html_to_text
 
     rows = []
     for name, html_path, reference in fidelity.load_reference_pairs(shared / "web"):
@@ -96,11 +96,11 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
-    from infra.cli import ensure_classifier
-    from pipeline.config import load_recipe
-    from pipeline.recall.classifier import Classifier
-    from pipeline.recall.config import RecallConfig
-    from pipeline.recall.transforms import ScorePages
+    from webinstruct.infra.cli import ensure_classifier
+    from webinstruct.core.config import load_recipe
+    from webinstruct.pipeline.recall.classifier import Classifier
+    from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.transforms import ScorePages
 
     ensure_classifier(args.classifier, load_recipe(str(ROOT / "infra/recipes/sample.yaml")))
     clf = Classifier.load(args.classifier)

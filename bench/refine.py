@@ -36,7 +36,7 @@ Beam's start-up, loading the n-gram index and the tail. The rerun line is the ca
 def seed_pairs(n: int) -> list[dict]:
     """GSM8K training problems from data/seeds as extracted pairs (question / solution)."""
     from bench.seed_pairs import gsm8k_seed_pairs
-    from pipeline.extract.transforms import pair_id
+    from webinstruct.pipeline.extract.transforms import pair_id
 
     out = []
     for i, p in enumerate(gsm8k_seed_pairs(n)):
@@ -61,13 +61,13 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     from bench.llm import ceiling
-    from pipeline import shards
-    from pipeline.llm.config import LLMConfig
-    from pipeline.llm.endpoint import llm_endpoint
-    from pipeline.refine import job
-    from pipeline.refine.config import RefineConfig
-    from pipeline.refine.transforms import request
-    from pipeline.schema import QAPair
+    from webinstruct.core import shards
+    from webinstruct.pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.llm.endpoint import llm_endpoint
+    from webinstruct.pipeline.refine import job
+    from webinstruct.pipeline.refine.config import RefineConfig
+    from webinstruct.pipeline.refine.transforms import request
+    from webinstruct.core.schema import QAPair
 
     pairs = seed_pairs(args.pairs)
     llm = LLMConfig(url=[args.llm_url] if args.llm_url else [], max_concurrency=args.concurrency,

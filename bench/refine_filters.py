@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 BENCHMARKS = ROOT / "data" / "benchmarks"  # the bundled copy of ../shared/benchmarks
 
-from pipeline.refine.decontam import NGramIndex, read_json, tokenize  # noqa: E402
-from pipeline.refine.dedup import NearDup, dedup, tokens  # noqa: E402
+from webinstruct.pipeline.refine.decontam import NGramIndex, read_json, tokenize  # noqa: E402
+from webinstruct.pipeline.refine.dedup import NearDup, dedup, tokens  # noqa: E402
 
 PLANT_EXACT = 0.05
 PLANT_NEAR = 0.05

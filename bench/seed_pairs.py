@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gsm8k_seed_pairs(n: int) -> list[dict[str, str]]:
     """The first `n` GSM8K training pairs of data/seeds/positive.jsonl.gz, as {question, answer}."""
-    from pipeline.shards import open_text
+    from webinstruct.core.shards import open_text
 
     out = []
     with open_text(ROOT / "data/seeds/positive.jsonl.gz") as fh:

@@ -51,7 +51,7 @@ def make_model(folder: Path, hidden: int, layers: int) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from infra.llm_server import ensure_model
+    from webinstruct.pipeline.llm.server import ensure_model
 
     tok = AutoTokenizer.from_pretrained(ensure_model())
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 8 // 3,
@@ -65,7 +65,7 @@ def make_model(folder: Path, hidden: int, layers: int) -> None:
 
 
 def config(work: Path, steps: int, packing: bool, padding_free: bool = True):
-    from training.config import TrainConfig
+    from webinstruct.training.config import TrainConfig
 
     return TrainConfig(model=str(work / "model"), run=str(work / f"run-{packing}-{padding_free}"),
                        data=[{"path": str(work / "pairs.jsonl"), "weight": 1.0, "name": "gsm8k"}], format="chat",
@@ -75,7 +75,7 @@ def config(work: Path, steps: int, packing: bool, padding_free: bool = True):
 
 
 def side_ours(work: Path, steps: int, packing: bool, padding_free: bool) -> dict:
-    from training.trainer import train
+    from webinstruct.training.trainer import train
 
     cfg = config(work, steps, packing, padding_free)
     stats = train(cfg)
@@ -90,8 +90,8 @@ def side_baseline(work: Path, steps: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
-    from training.schedule import warmup_steps
-    from training.trainer import deepspeed_config, ensure_dist_env, load_rows
+    from webinstruct.training.schedule import warmup_steps
+    from webinstruct.training.trainer import deepspeed_config, ensure_dist_env, load_rows
 
     ensure_dist_env()
     cfg = config(work, steps, packing=False, padding_free=False)

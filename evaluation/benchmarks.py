@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from evaluation.items import Item
-from pipeline.shards import open_text
+from webinstruct.evaluation.items import Item
+from webinstruct.core.shards import open_text
+from webinstruct.core.resources import data_path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data" / "benchmarks"
+DATA = data_path("benchmarks")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import option
+from webinstruct.core.config import option
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """One benchmark question as every part of the evaluator sees it.
 
-The benchmark loaders (`evaluation.benchmarks`) make them, the protocols render them into prompts,
+The benchmark loaders (`webinstruct.evaluation.benchmarks`) make them, the protocols render them into prompts,
 the graders compare a model's output with `gold`. `kind` tells the graders which comparison a
 question needs:
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from evaluation.items import Item
+from webinstruct.evaluation.items import Item
 
 
 def read_counted(path: Path | str) -> tuple[list[dict[str, Any]], int]:

@@ -6,7 +6,7 @@
   MATH 4, GSM8K 4, GPQA 5, MMLU-STEM 5, BBH 3 (per sub-task), ARC-C 8. Its stop strings; the
   multiple-choice runner also stops at "####". Up to 2,048 new tokens.
 - ``metamath``: MetaMath's zero-shot Alpaca prompt followed by " Let's think step by step." (the
-  same prompt its models were trained on, `training.formatting`); its stop strings; 512 new
+  same prompt its models were trained on, `webinstruct.core.formatting`); its stop strings; 512 new
   tokens for GSM8K (and GSM8K-Backward), 2,048 for the rest.
 - ``chat``: the model's chat template, with the same exemplars as earlier user/assistant turns.
 
@@ -18,18 +18,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
-from evaluation.benchmarks import REGISTRY
-from evaluation.items import Item
-from pipeline.shards import open_text
-from training.formatting import alpaca_prompt
+from webinstruct.evaluation.benchmarks import REGISTRY
+from webinstruct.evaluation.items import Item
+from webinstruct.core.shards import open_text
+from webinstruct.core.formatting import alpaca_prompt
+from webinstruct.core.resources import data_path
 
 PROTOCOLS = ("mammoth2", "metamath", "chat")
 FORMS = ("short", "short:step")
 EXEMPLAR_SETS = ("repaired", "original")
-FEWSHOT = Path(__file__).resolve().parents[1] / "data" / "fewshot"
+FEWSHOT = data_path("fewshot")
 
 MAMMOTH2_HEADER = "You are supposed to provide a solution to a given problem.\n\n"
 STEP = "Let's think step by step."

@@ -22,8 +22,8 @@ import os
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-from evaluation.predictions import read_counted
-from pipeline.files import write_atomic
+from webinstruct.evaluation.predictions import read_counted
+from webinstruct.core.files import write_atomic
 
 GRADERS = ("seed", "robust")
 DASH = "–"  # a benchmark that did not run

@@ -3,7 +3,7 @@
 For each benchmark: load the questions (a seeded LIMIT sample), skip those already in
 RUN/eval/predictions/<benchmark>.jsonl, render the rest with the protocol, generate in batches,
 grade each answer with the seed and robust graders and append the batch to the predictions file.
-Then `evaluation.report` writes results.json, results.md and results.png. `rescore` re-grades
+Then `webinstruct.evaluation.report` writes results.json, results.md and results.png. `rescore` re-grades
 saved predictions without generating (after a grader change, or to grade another run's files).
 """
 from __future__ import annotations
@@ -17,12 +17,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evaluation import benchmarks as B
-from evaluation import predictions as P
-from evaluation.config import EvalConfig
-from evaluation.grading import grade_all
-from evaluation.protocols import Protocol
-from pipeline.files import write_atomic
+from webinstruct.evaluation import benchmarks as B
+from webinstruct.evaluation import predictions as P
+from webinstruct.evaluation.config import EvalConfig
+from webinstruct.evaluation.grading import grade_all
+from webinstruct.evaluation.protocols import Protocol
+from webinstruct.core.files import write_atomic
 
 log = logging.getLogger(__name__)
 # Settings that change what a prediction is: a rerun with other values must not mix into old files.
@@ -38,7 +38,7 @@ def trained_model(run: str) -> Path | None:
 
 def pick_model(cfg: EvalConfig) -> tuple[str, str]:
     """(name, local folder) of the model to evaluate."""
-    from training.registry import EMBEDDED_MODEL, resolve
+    from webinstruct.core.registry import EMBEDDED_MODEL, resolve
 
     name = cfg.model
     if not name:
@@ -55,7 +55,7 @@ def pick_model(cfg: EvalConfig) -> tuple[str, str]:
 def _chat_template(model_dir: str):
     from transformers import AutoTokenizer
 
-    from training.formatting import ensure_chat_template
+    from webinstruct.core.formatting import ensure_chat_template
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     ensure_chat_template(tok)
@@ -93,19 +93,19 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _backend(cfg: EvalConfig, model_dir: str, stack):
-    from evaluation.backends import make_backend
+    from webinstruct.evaluation.backends import make_backend
 
     if cfg.backend != "openai":
         max_len = cfg.max_model_len
         if cfg.backend == "vllm" and not max_len:
-            from training.registry import get_spec
-            from infra.llm_server import on_gpu
+            from webinstruct.core.registry import get_spec
+            from webinstruct.pipeline.llm.server import on_gpu
             max_len = 0 if on_gpu() else min(get_spec(model_dir).max_positions, CPU_CONTEXT)
         return make_backend(cfg.backend, model_dir, gpus=cfg.gpus, max_model_len=max_len)
     url = cfg.llm_url or os.environ.get("LLM_URL", "")
     served = cfg.llm_model or os.environ.get("LLM_MODEL", "")
     if not url:
-        from infra.llm_server import LocalLLMServer
+        from webinstruct.pipeline.llm.server import LocalLLMServer
         server = stack.enter_context(LocalLLMServer(model_dir, max_model_len=cfg.max_model_len or CPU_CONTEXT))
         url, served = server.url, server.model
     return make_backend("openai", model_dir, url=url, served_model=served)
@@ -117,7 +117,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     from tqdm import tqdm
 
-    from evaluation.report import write_results
+    from webinstruct.evaluation.report import write_results
 
     names = B.names(cfg.benchmarks)
     model_name, model_dir = pick_model(cfg)
@@ -166,7 +166,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
 def rescore(eval_dir: str, workers: int = 2, timeout: float = 5.0) -> dict[str, Any]:
     """Re-grade every saved prediction in `eval_dir` (no generation) and rewrite the report."""
-    from evaluation.report import write_results
+    from webinstruct.evaluation.report import write_results
 
     eval_dir_p = Path(eval_dir)
     run_file = eval_dir_p / "run.json"

@@ -22,7 +22,7 @@ import logging
 import sys
 from typing import Any
 
-from pipeline import config as C
+from webinstruct.core import config as C
 
 log = logging.getLogger("webinstruct")
 
@@ -53,8 +53,8 @@ def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
 
     if FileSystems.exists(path):
         return
-    from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
-    from pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from webinstruct.pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
 
     seeds = recipe.get("seeds") or {}
     pos, neg = seeds.get("positives", SEED_POSITIVES), seeds.get("negatives", SEED_NEGATIVES)
@@ -73,8 +73,8 @@ def _print_classifier(meta: dict[str, Any], path: str) -> None:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from pipeline.recall import job
-    from pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall import job
+    from webinstruct.pipeline.recall.config import RecallConfig
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(RecallConfig, args, recipe, "recall")
@@ -87,7 +87,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
 def _llm_config(args: argparse.Namespace, recipe: dict[str, Any]):
     """The `llm` recipe section, overridden by --llm-* flags, then by LLM_URL / LLM_MODEL / LLM_API_KEY."""
-    from pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.llm.config import LLMConfig
 
     return LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
 
@@ -102,16 +102,16 @@ def _run_llm_stage(args: argparse.Namespace, job, cfg_cls: type, section: str):
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from pipeline.extract import job
-    from pipeline.extract.config import ExtractConfig
+    from webinstruct.pipeline.extract import job
+    from webinstruct.pipeline.extract.config import ExtractConfig
 
     _run_llm_stage(args, job, ExtractConfig, "extract")
     return 0
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from pipeline.refine import job
-    from pipeline.refine.config import RefineConfig
+    from webinstruct.pipeline.refine import job
+    from webinstruct.pipeline.refine.config import RefineConfig
 
     cfg = _run_llm_stage(args, job, RefineConfig, "refine")
     print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
@@ -119,8 +119,8 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from pipeline.augment import job
-    from pipeline.augment.config import AugmentConfig
+    from webinstruct.pipeline.augment import job
+    from webinstruct.pipeline.augment.config import AugmentConfig
 
     _run_llm_stage(args, job, AugmentConfig, "augment")
     return 0
@@ -139,36 +139,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import subprocess
 
-    from training.config import TrainConfig, load_train_config
-    from training.registry import resolve
+    from webinstruct.training.config import TrainConfig, load_train_config
+    from webinstruct.core.registry import resolve
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     recipe = overrides.pop("recipe", "cpu-demo")
     cfg = load_train_config(recipe, **overrides)
     if args.dry_run:
-        from training.dry_run import report
+        from webinstruct.training.dry_run import report
 
         print(report(cfg, args.gpus, args.nodes))
         return 0
     resolve(cfg.model, cfg.model_path)  # no weights: the message says where to put them, before anything starts
     if args.nodes > 1:
         raise ValueError("several nodes: launch with DeepSpeed's launcher and a hostfile, e.g. `deepspeed --hostfile "
-                         "hosts --num_gpus 8 --module training.trainer --config RECIPE ...` (see README, Training)")
+                         "hosts --num_gpus 8 --module webinstruct.training.trainer --config RECIPE ...` (see README, Training)")
     if args.gpus > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}", "-m",
-               "training.trainer", "--config", recipe] + _flags(overrides)
+               "webinstruct.training.trainer", "--config", recipe] + _flags(overrides)
         log.info("launching: %s", " ".join(cmd))
         return subprocess.call(cmd)
-    from training.trainer import train_stages
+    from webinstruct.training.trainer import train_stages
 
     train_stages(cfg)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from evaluation.config import EvalConfig
-    from evaluation.run import evaluate
+    from webinstruct.evaluation.config import EvalConfig
+    from webinstruct.evaluation.run import evaluate
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(EvalConfig, args, recipe, "eval")
@@ -178,7 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_rescore(args: argparse.Namespace) -> int:
-    from evaluation.run import rescore
+    from webinstruct.evaluation.run import rescore
 
     eval_dir = args.dir or f"{args.run.rstrip('/')}/eval"
     results = rescore(eval_dir, workers=args.workers, timeout=args.timeout)
@@ -194,12 +194,12 @@ def _print_results(results: dict[str, Any], eval_dir: str) -> None:
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
-    from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(ClassifierConfig, args, recipe, "classifier")
     seeds = recipe.get("seeds") or {}
-    from pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
+    from webinstruct.pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
 
     pos = args.positives or seeds.get("positives", SEED_POSITIVES)
     neg = args.negatives or seeds.get("negatives", SEED_NEGATIVES)
@@ -210,7 +210,7 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier_score(args: argparse.Namespace) -> int:
-    from pipeline.recall.classifier import Classifier
+    from webinstruct.pipeline.recall.classifier import Classifier
 
     clf = Classifier.load(args.model)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin]
@@ -221,7 +221,7 @@ def cmd_classifier_score(args: argparse.Namespace) -> int:
 
 
 def cmd_domains_table(args: argparse.Namespace) -> int:
-    from pipeline.recall.rounds import read_table
+    from webinstruct.pipeline.recall.rounds import read_table
 
     rows = read_table(args.recall or f"{args.run.rstrip('/')}/recall")
     print(f"{'domain':<36} {'seen':>6} {'recalled':>8} {'share':>6} {'score':>6}  top paths")
@@ -233,7 +233,7 @@ def cmd_domains_table(args: argparse.Namespace) -> int:
 
 
 def cmd_domains_select(args: argparse.Namespace) -> int:
-    from pipeline.recall.rounds import DomainsConfig, select
+    from webinstruct.pipeline.recall.rounds import DomainsConfig, select
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
@@ -247,9 +247,9 @@ def cmd_domains_select(args: argparse.Namespace) -> int:
 
 
 def cmd_domains_round(args: argparse.Namespace) -> int:
-    from pipeline.recall.classifier import ClassifierConfig
-    from pipeline.recall.config import RecallConfig
-    from pipeline.recall.rounds import DomainsConfig, run_round
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
+    from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.rounds import DomainsConfig, run_round
 
     recipe = C.load_recipe(args.config)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
@@ -265,14 +265,14 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from pipeline.augment.config import AugmentConfig
-    from pipeline.extract.config import ExtractConfig
-    from pipeline.llm.config import LLMConfig
-    from pipeline.recall.classifier import ClassifierConfig
-    from pipeline.recall.config import RecallConfig
-    from pipeline.recall.rounds import DomainsConfig
-    from pipeline.refine.config import RefineConfig
-    from training.config import TrainConfig
+    from webinstruct.pipeline.augment.config import AugmentConfig
+    from webinstruct.pipeline.extract.config import ExtractConfig
+    from webinstruct.pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
+    from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.rounds import DomainsConfig
+    from webinstruct.pipeline.refine.config import RefineConfig
+    from webinstruct.training.config import TrainConfig
 
     top = argparse.ArgumentParser(prog="webinstruct", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -316,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
     C.add_arguments(p, TrainConfig, section="train")
     p.set_defaults(func=cmd_train)
 
-    from evaluation.config import EvalConfig
+    from webinstruct.evaluation.config import EvalConfig
 
     p = sub.add_parser("eval", help="evaluate a model on the MAmmoTH2 and MetaMath benchmarks (vLLM)",
                        description="Generate answers (greedy) with the protocol's prompts, grade each with the seed "
@@ -339,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
 
     llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
     llm_sub = llm.add_subparsers(dest="action", required=True, metavar="ACTION")
-    from infra import llm_server
+    from webinstruct.pipeline.llm import server as llm_server
 
     serve_p = llm_sub.add_parser("serve", help="start the local server (SmolLM2 on vLLM's CPU build by default)",
                                  description="Start vLLM's OpenAI-compatible server on 127.0.0.1 and print its URL.")
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _setup_logging("-v" in argv or "--verbose" in argv)
     args = parser().parse_args(argv)
-    from pipeline.shards import MissingInput
+    from webinstruct.core.shards import MissingInput
 
     try:
         return args.func(args)

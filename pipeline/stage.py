@@ -13,8 +13,8 @@ import dataclasses
 import time
 from typing import Any, Callable, Iterable, Iterator
 
-from pipeline import shards
-from pipeline.stats import StageCounter, merge
+from webinstruct.core import shards
+from webinstruct.core.stats import StageCounter, merge
 
 
 def bucket(key: str, n: int) -> int:

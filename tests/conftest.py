@@ -24,7 +24,7 @@ def shared() -> Path:
 def small_classifier(tmp_path_factory) -> str:
     """A real fastText classifier trained on the bundled seeds, smaller than the paper settings
     (dim 128, 50k buckets) so the pipeline tests stay fast; recall tests use it."""
-    from pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
     out = tmp_path_factory.mktemp("clf") / "classifier.bin"
     cfg = ClassifierConfig(dim=128, bucket=50_000, threads=1)

@@ -12,7 +12,7 @@ import pytest
 def llm_model_dir() -> str:
     """The converted embedded model, from the user's cache (`$WEBINSTRUCT_CACHE`): converted on
     the first run on a machine (about 25 s), reused afterwards."""
-    from infra.llm_server import ensure_model
+    from webinstruct.pipeline.llm.server import ensure_model
 
     return ensure_model()
 
@@ -20,7 +20,7 @@ def llm_model_dir() -> str:
 @pytest.fixture(scope="session")
 def llm_server(llm_model_dir, tmp_path_factory):
     """A running `LocalLLMServer` on a free port; `.url` and `.model` for the openai client."""
-    from infra.llm_server import DEFAULT_MODEL, LocalLLMServer
+    from webinstruct.pipeline.llm.server import DEFAULT_MODEL, LocalLLMServer
 
     log = tmp_path_factory.mktemp("llm-server") / "server.log"
     # 4k context: the extract prompt (~1.1k tokens of instructions and examples) plus a chunk and a reply.

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import shards
-from pipeline.augment import transforms as T
-from pipeline.augment.accept import TYPES, metamathqa_row
-from pipeline.schema import MetaMathRow
+from webinstruct.core import shards
+from webinstruct.pipeline.augment import transforms as T
+from webinstruct.pipeline.augment.accept import TYPES, metamathqa_row
+from webinstruct.core.schema import MetaMathRow
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample" / "augment"
 
 
 def _augment(run: Path, server, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "infra.cli", "augment", "--config", "infra/recipes/sample.yaml", "--run", str(run),
+    cmd = [sys.executable, "-m", "webinstruct.infra.cli", "augment", "--config", "infra/recipes/sample.yaml", "--run", str(run),
            "--input", str(SAMPLE / "gsm8k_train.jsonl"), str(SAMPLE / "math_train.jsonl"),
            "--llm-url", server.url, "--llm-model", server.model, *extra]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
@@ -84,8 +84,8 @@ def test_make_train_accepts_the_shards(augmented):
 
 
 def test_training_reads_augment_shards(tmp_path):
-    from training.data import read_examples
-    from pipeline.stage import write_records
+    from webinstruct.training.data import read_examples
+    from webinstruct.pipeline.stage import write_records
 
     rows = [{"id": f"r{i}", **metamathqa_row(t, f"question {i}?", f"original {i}?", f"step\nThe answer is: {i}")}
             for i, t in enumerate(TYPES)]

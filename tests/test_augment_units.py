@@ -10,9 +10,9 @@ from itertools import islice
 import pytest
 
 from conftest import ROOT
-from pipeline.augment import accept, inputs, masking, prompts
-from pipeline.schema import WebInstructRow, to_record
-from pipeline.shards import open_text
+from webinstruct.pipeline.augment import accept, inputs, masking, prompts
+from webinstruct.core.schema import WebInstructRow, to_record
+from webinstruct.core.shards import open_text
 
 BENCH = ROOT / "data" / "benchmarks"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.recall.classifier import (Classifier, ClassifierConfig, _atomic_write,
+from webinstruct.pipeline.recall.classifier import (Classifier, ClassifierConfig, _atomic_write,
                                         choose_threshold, load_texts, train_classifier)
-from pipeline.text.normalize import content_hash, normalize_for_classifier
+from webinstruct.pipeline.text.normalize import content_hash, normalize_for_classifier
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
 N_TRAIN, N_HELD = 800, 100

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.text.cleanup import remove_chrome
-from pipeline.text.fidelity import load_reference_pairs, score_page
-from pipeline.text.html_text import decode_html, html_to_text
+from webinstruct.pipeline.text.cleanup import remove_chrome
+from webinstruct.pipeline.text.fidelity import load_reference_pairs, score_page
+from webinstruct.pipeline.text.html_text import decode_html, html_to_text
 
 WEB = Path(__file__).resolve().parents[1].parent / "shared" / "web"
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import shards
-from pipeline.recall import job
-from pipeline.recall.classifier import Classifier, ClassifierConfig
-from pipeline.recall.config import RecallConfig
-from pipeline.recall.rounds import DomainsConfig, run_round, select
+from webinstruct.core import shards
+from webinstruct.pipeline.recall import job
+from webinstruct.pipeline.recall.classifier import Classifier, ClassifierConfig
+from webinstruct.pipeline.recall.config import RecallConfig
+from webinstruct.pipeline.recall.rounds import DomainsConfig, run_round, select
 
 from conftest import SAMPLE_WARC, SEEDS
 
@@ -56,7 +56,7 @@ def test_no_domain_selected_is_a_clear_error(tmp_path, small_classifier):
 
 def test_llm_labels_the_candidate_domains(tmp_path, small_classifier, llm_server):
     """`--labeler llm`: one cached request per domain that passed the rules, verdicts recorded."""
-    from pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.llm.config import LLMConfig
 
     recall_cfg = RecallConfig(warc=[str(SAMPLE_WARC / "*.warc*")], run=str(tmp_path), num_shards=2)
     job.run(recall_cfg, small_classifier)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.recall import domains as dom
+from webinstruct.pipeline.recall import domains as dom
 
 
 @pytest.mark.parametrize("url,expected", [

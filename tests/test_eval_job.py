@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import predictions as P
-from evaluation.benchmarks import REGISTRY
-from evaluation.run import _check_identity
+from webinstruct.evaluation import predictions as P
+from webinstruct.evaluation.benchmarks import REGISTRY
+from webinstruct.evaluation.run import _check_identity
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "infra.cli", "eval"]
+CLI = [sys.executable, "-m", "webinstruct.infra.cli", "eval"]
 
 
 def _records(eval_dir: Path, name: str) -> list[dict]:
@@ -171,8 +171,8 @@ def test_openai_backend_against_the_local_server(llm_server, tmp_path):
 
 
 def test_default_model_is_the_newest_trained_one(tmp_path, llm_model_dir):
-    from evaluation.config import EvalConfig
-    from evaluation.run import pick_model
+    from webinstruct.evaluation.config import EvalConfig
+    from webinstruct.evaluation.run import pick_model
 
     assert pick_model(EvalConfig(run=str(tmp_path))) == ("smollm2-135m", llm_model_dir)
     for name in ("older", "newer"):

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from evaluation import benchmarks as B
-from evaluation.items import Item
-from evaluation.protocols import (METAMATH_STOP, Protocol, chat_messages, cut_at_stop, exemplars,
+from webinstruct.evaluation import benchmarks as B
+from webinstruct.evaluation.items import Item
+from webinstruct.evaluation.protocols import (METAMATH_STOP, Protocol, chat_messages, cut_at_stop, exemplars,
                                   mammoth2_prompt, shots_for)
 
 FULL_SIZES = {"theoremqa": 800, "math": 5000, "gsm8k": 1319, "gpqa": 198, "mmlu_stem": 3134, "bbh": 6511,
@@ -53,7 +53,7 @@ def test_gpqa_options_are_seeded_recorded_and_stable():
     other = B.load("gpqa", seed=1)
     assert [it.gold for it in a] != [it.gold for it in other], "another seed shuffles differently"
     raw = {}
-    from pipeline.shards import open_text
+    from webinstruct.core.shards import open_text
     with open_text(B.DATA / "gpqa/gpqa_diamond.jsonl.gz") as f:
         for line in f:
             row = json.loads(line)
@@ -161,7 +161,7 @@ def test_unknown_protocol_and_form_are_refused():
 
 
 def test_server_stops_keep_four_the_prompt_uses():
-    from evaluation.protocols import MAMMOTH2_STOP, server_stops
+    from webinstruct.evaluation.protocols import MAMMOTH2_STOP, server_stops
     metamath = Protocol("metamath").render(B.load("gsm8k", limit=1)[0])
     assert server_stops(metamath.stop, metamath.prompt) == ["Instruction", "Response", "Question", "USER"]
     mammoth2 = Protocol("mammoth2").render(B.load("gsm8k", limit=1)[0])

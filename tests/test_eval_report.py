@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evaluation import report
+from webinstruct.evaluation import report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAMMOTH2_HEADER = "| | TheoremQA | MATH | GSM8K | GPQA | MMLU-ST | BBH | ARC-C | Avg |"
@@ -128,7 +128,7 @@ def test_results_json_structure(eval_dir):
 
 
 def test_settings_default_to_run_json_and_path_objects_work(eval_dir):
-    data = report.write_results(pathlib.Path(eval_dir))  # evaluation.run passes a Path
+    data = report.write_results(pathlib.Path(eval_dir))  # webinstruct.evaluation.run passes a Path
     assert data["settings"] == SETTINGS
     assert os.path.exists(os.path.join(eval_dir, "results.md"))
 
@@ -229,7 +229,7 @@ def test_write_atomic_leaves_no_partial_file(tmp_path):
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, evaluation.report; print('matplotlib' in sys.modules)"
+    code = "import sys, webinstruct.evaluation.report; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False"

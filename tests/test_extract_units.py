@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from pipeline.extract import prompt
-from pipeline.extract.chunking import chunk_text, merge_pairs
-from pipeline.extract.structured import structured_qa
-from pipeline.extract.transforms import structured_pairs
+from webinstruct.pipeline.extract import prompt
+from webinstruct.pipeline.extract.chunking import chunk_text, merge_pairs
+from webinstruct.pipeline.extract.structured import structured_qa
+from webinstruct.pipeline.extract.transforms import structured_pairs
 
 
 def _page(shared, name):

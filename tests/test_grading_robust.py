@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.grading import Verdict
-from evaluation.grading.pool import Outcome, run_isolated
-from evaluation.grading.robust import extract_answer, grade_robust, grade_robust_many
-from evaluation.items import Item
+from webinstruct.evaluation.grading import Verdict
+from webinstruct.evaluation.grading.pool import Outcome, run_isolated
+from webinstruct.evaluation.grading.robust import extract_answer, grade_robust, grade_robust_many
+from webinstruct.evaluation.items import Item
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,8 +280,8 @@ def test_pool_works_from_a_script_without_a_main_guard(tmp_path):
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from evaluation.items import Item\n"
-        "from evaluation.grading.robust import grade_robust_many\n"
+        "from webinstruct.evaluation.items import Item\n"
+        "from webinstruct.evaluation.grading.robust import grade_robust_many\n"
         "item = Item('math', '0', 'q', '2\\\\sqrt{2}', 'math')\n"
         "print(grade_robust_many([(item, '\\\\boxed{\\\\sqrt{8}}')])[0].note)\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
@@ -290,7 +290,7 @@ def test_pool_works_from_a_script_without_a_main_guard(tmp_path):
 
 
 def test_easy_answers_are_decided_without_workers(monkeypatch):
-    import evaluation.grading.pool as pool
+    import webinstruct.evaluation.grading.pool as pool
 
     def refuse(*args, **kwargs):
         raise AssertionError("the pool was started for answers plain checks decide")

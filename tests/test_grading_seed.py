@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.grading import Verdict
-from evaluation.grading.seed import grade_seed, is_equiv, strip_math_answer
-from evaluation.items import Item
+from webinstruct.evaluation.grading import Verdict
+from webinstruct.evaluation.grading.seed import grade_seed, is_equiv, strip_math_answer
+from webinstruct.evaluation.items import Item
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
 
@@ -181,7 +181,7 @@ def test_theoremqa_gold_value_recovered_from_answer_type():
 
 
 def test_theoremqa_without_latex2sympy_falls_back_to_float(monkeypatch):
-    from evaluation.grading import seed
+    from webinstruct.evaluation.grading import seed
     seed._latex_text.cache_clear()
     monkeypatch.setattr(seed, "_latex2sympy", None)
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.text.fidelity import load_reference_pairs, recall, score_page, tex_commands, words
-from pipeline.text.html_text import cheap_text, decode_html, html_to_text
-from pipeline.text.math_markup import convert_math
+from webinstruct.pipeline.text.fidelity import load_reference_pairs, recall, score_page, tex_commands, words
+from webinstruct.pipeline.text.html_text import cheap_text, decode_html, html_to_text
+from webinstruct.pipeline.text.math_markup import convert_math
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 WEB = SHARED / "web"

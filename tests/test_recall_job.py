@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from pipeline import shards
-from pipeline.recall import job
-from pipeline.recall.config import RecallConfig
-from pipeline.schema import DomainRow, RecalledDocument
+from webinstruct.core import shards
+from webinstruct.pipeline.recall import job
+from webinstruct.pipeline.recall.config import RecallConfig
+from webinstruct.core.schema import DomainRow, RecalledDocument
 
 from conftest import ROOT, SAMPLE_WARC
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.answers import final_answer, normalize, same_answer, to_number
-from pipeline.refine.checks import answer_check, broken_latex, check
-from pipeline.refine.config import RefineConfig
+from webinstruct.core.answers import final_answer, normalize, same_answer, to_number
+from webinstruct.pipeline.refine.checks import answer_check, broken_latex, check
+from webinstruct.pipeline.refine.config import RefineConfig
 
 CFG = {"min_question_chars": 15, "min_answer_chars": 2, "max_chars": 12000, "min_latin_share": 0.6,
        "drop_changed_answers": True}

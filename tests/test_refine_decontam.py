@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.refine import decontam
-from pipeline.refine.decontam import NGramIndex, benchmark_texts, tokenize
+from webinstruct.pipeline.refine import decontam
+from webinstruct.pipeline.refine.decontam import NGramIndex, benchmark_texts, tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
@@ -241,7 +241,7 @@ def test_hashes_are_the_same_in_another_process(tmp_path):
     words = tokenize(text)
     here, _ = decontam.ngram_hashes(decontam.token_hashes(words), np.array([len(words)]), 10)
     root = _tiny_benchmarks(tmp_path / "b")
-    code = ("import sys; from pipeline.refine import decontam as d; import numpy as np; w = d.tokenize(sys.argv[1]); "
+    code = ("import sys; from webinstruct.pipeline.refine import decontam as d; import numpy as np; w = d.tokenize(sys.argv[1]); "
             "print(' '.join(map(str, d.ngram_hashes(d.token_hashes(w), np.array([len(w)]), 10)[0].tolist()))); "
             "print(d.source_digest([sys.argv[2]]))")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(ROOT)}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.refine.dedup import NearDup, dedup, normalize, tokens
+from webinstruct.pipeline.refine.dedup import NearDup, dedup, normalize, tokens
 
 BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 

@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from pipeline import shards
-from pipeline.extract.transforms import pair_id, structured_pairs
-from pipeline.llm.config import LLMConfig
-from pipeline.recall import job as recall_job
-from pipeline.recall.config import RecallConfig
-from pipeline.refine import job
-from pipeline.refine.checks import REASONS
-from pipeline.refine.config import RefineConfig
-from pipeline.schema import QAPair, WebInstructRow, validate
+from webinstruct.core import shards
+from webinstruct.pipeline.extract.transforms import pair_id, structured_pairs
+from webinstruct.pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.recall import job as recall_job
+from webinstruct.pipeline.recall.config import RecallConfig
+from webinstruct.pipeline.refine import job
+from webinstruct.pipeline.refine.checks import REASONS
+from webinstruct.pipeline.refine.config import RefineConfig
+from webinstruct.core.schema import QAPair, WebInstructRow, validate
 
 from conftest import ROOT, SAMPLE_WARC
 

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import yaml
 
-from pipeline import shards
-from pipeline.report.dataset_card import count_tokens, render_card, write_card
-from pipeline.report.run_report import write_report
+from webinstruct.core import shards
+from webinstruct.pipeline.report.dataset_card import count_tokens, render_card, write_card
+from webinstruct.pipeline.report.run_report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("## Funnel", "## Classifier scores", "## Top domains", "## Question and answer lengths",

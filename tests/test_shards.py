@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipeline import shards
-from pipeline.schema import RecalledDocument, SchemaError, validate
+from webinstruct.core import shards
+from webinstruct.core.schema import RecalledDocument, SchemaError, validate
 
 DOC = {"id": "a", "url": "http://x.org/1", "domain": "x.org", "text": "t", "score": 0.9,
        "warc_file": "f", "record_id": "r", "offset": 0, "content_hash": "h"}

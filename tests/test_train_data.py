@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline.shards import write_shard
-from training.data import mix, pack, packing_stats, padding_share, read_examples
-from training.formatting import (ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, FormatError, encode,
+from webinstruct.core.shards import write_shard
+from webinstruct.training.data import mix, pack, packing_stats, padding_share, read_examples
+from webinstruct.core.formatting import (ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, FormatError, encode,
                                  encode_all, ensure_chat_template, split_tokens)
 
 EX = {"question": "Natalia sold clips to 48 friends in April, and half as many in May. How many in all?",

@@ -1,9 +1,9 @@
 """DRY_RUN end to end: real files, a real tokenizer, no weights of the planned model."""
 from __future__ import annotations
 
-from pipeline.shards import write_shard
-from training.config import load_train_config
-from training.dry_run import dry_run, main
+from webinstruct.core.shards import write_shard
+from webinstruct.training.config import load_train_config
+from webinstruct.training.dry_run import dry_run, main
 
 
 def _refine(run):
@@ -14,7 +14,7 @@ def _refine(run):
 def test_dry_run_mistral_without_weights(tmp_path, monkeypatch, llm_model_dir):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("training.dry_run.resolve", _embedded_only(llm_model_dir))
+    monkeypatch.setattr("webinstruct.training.dry_run.resolve", _embedded_only(llm_model_dir))
     _refine(tmp_path)
     cfg = load_train_config("mammoth2", model="mistral-7b", run=str(tmp_path), packing=True)
     p = dry_run(cfg, n_gpus=8, n_nodes=4)
@@ -26,7 +26,7 @@ def test_dry_run_mistral_without_weights(tmp_path, monkeypatch, llm_model_dir):
 
 def test_dry_run_cli_prints_the_plan(tmp_path, monkeypatch, capsys, llm_model_dir):
     monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("training.dry_run.resolve", _embedded_only(llm_model_dir))
+    monkeypatch.setattr("webinstruct.training.dry_run.resolve", _embedded_only(llm_model_dir))
     _refine(tmp_path)
     assert main(["--recipe", "cpu-demo", "--run", str(tmp_path), "--gpus", "1"]) == 0
     out = capsys.readouterr().out
@@ -37,7 +37,7 @@ def test_dry_run_cli_prints_the_plan(tmp_path, monkeypatch, capsys, llm_model_di
 
 def _embedded_only(model_dir):
     """resolve() with the embedded model already converted (the session fixture's folder)."""
-    from training.registry import REGISTRY, ResolvedModel, resolve
+    from webinstruct.core.registry import REGISTRY, ResolvedModel, resolve
 
     def fake(name, model_path=""):
         if name == "smollm2-135m":
@@ -47,7 +47,7 @@ def _embedded_only(model_dir):
 
 
 def test_webinstruct_train_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
-    from infra.cli import main as cli
+    from webinstruct.infra.cli import main as cli
 
     monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -57,8 +57,8 @@ def test_webinstruct_train_without_weights_says_where_to_put_them(tmp_path, monk
 
 
 def test_webinstruct_train_dry_run_for_every_registered_model(tmp_path, capsys, llm_model_dir):
-    from infra.cli import main as cli
-    from training.registry import REGISTRY
+    from webinstruct.infra.cli import main as cli
+    from webinstruct.core.registry import REGISTRY
 
     for name in REGISTRY:
         assert cli(["train", "--dry-run", "--model", name, "--recipe", "mammoth2", "--gpus", "8",

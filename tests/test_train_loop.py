@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from training.batches import StepOrder, collate
-from training.config import load_train_config
-from training.data import pack
-from training.schedule import lr_factor, warmup_steps
+from webinstruct.training.batches import StepOrder, collate
+from webinstruct.training.config import load_train_config
+from webinstruct.training.data import pack
+from webinstruct.training.schedule import lr_factor, warmup_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "data" / "seeds" / "positive.jsonl.gz"
@@ -85,7 +85,7 @@ def _launch(tiny: dict, run: Path, log: Path) -> subprocess.Popen:
     """torchrun with two CPU processes, in its own process group (so kill -9 reaches the workers)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "training.trainer", "--config", tiny["recipe"], "--model", tiny["model"], "--run-dir", str(run)]
+           "-m", "webinstruct.training.trainer", "--config", tiny["recipe"], "--model", tiny["model"], "--run-dir", str(run)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -209,7 +209,7 @@ def test_smollm2_short_run(tmp_path, llm_model_dir):
                       f"  data:\n    - {{path: {tmp_path / 'pairs.jsonl'}, name: gsm8k}}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     t0 = time.time()
-    res = subprocess.run([PY, "-m", "training.trainer", "--config", str(recipe), "--model-path", llm_model_dir,
+    res = subprocess.run([PY, "-m", "webinstruct.training.trainer", "--config", str(recipe), "--model-path", llm_model_dir,
                           "--run", str(tmp_path / "run")], cwd=ROOT, env={**env, "OMP_NUM_THREADS": "2"},
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
@@ -275,7 +275,7 @@ def test_padding_free_loss_equals_padded_loss(tiny):
 
 
 def test_deepspeed_config_filled_from_recipe():
-    from training.trainer import deepspeed_config
+    from webinstruct.training.trainer import deepspeed_config
 
     cfg = load_train_config("mammoth2", model="mistral-7b", offload="optimizer+params")
     ds = deepspeed_config(cfg, world=32, on_gpu=True)
@@ -307,7 +307,7 @@ def test_plus_recipe_second_stage_starts_from_the_first(tiny, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    done = subprocess.run([PY, "-m", "training.trainer", "--config", str(recipe), "--model", tiny["model"],
+    done = subprocess.run([PY, "-m", "webinstruct.training.trainer", "--config", str(recipe), "--model", tiny["model"],
                            "--run", str(run)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     first, second = run / "train" / "tiny-llama", run / "train" / "tiny-llama-stage2"

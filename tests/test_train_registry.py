@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from training.config import load_train_config
-from training.plan import GIB, format_plan, memory_per_gpu, memory_table, parameter_count, plan
-from training.registry import REGISTRY, ModelNotFound, resolve
+from webinstruct.training.config import load_train_config
+from webinstruct.training.plan import GIB, format_plan, memory_per_gpu, memory_table, parameter_count, plan
+from webinstruct.core.registry import REGISTRY, ModelNotFound, resolve
 
 # Mistral-7B-v0.1 by hand: 32 layers, hidden 4096, 32 heads of 128, 8 KV heads, intermediate 14336,
 # vocab 32000, untied embeddings, RMSNorm without biases.

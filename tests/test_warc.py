@@ -9,7 +9,7 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.recall.warc import read_pages
+from webinstruct.pipeline.recall.warc import read_pages
 
 from conftest import SAMPLE_WARC
 

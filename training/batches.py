@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from training.formatting import IGNORE_INDEX
+from webinstruct.core.formatting import IGNORE_INDEX
 
 
 class StepOrder:

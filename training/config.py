@@ -10,9 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import build, load_recipe, option
+from webinstruct.core.config import build, load_recipe, option
+from webinstruct.core.resources import recipe_path
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "infra" / "recipes" / "train"
+RECIPES_DIR = recipe_path("recipes", "train")
 
 
 @dataclass
@@ -71,7 +72,7 @@ class TrainConfig:
             return self.lr
         if self.model in self.lrs:
             return float(self.lrs[self.model])
-        from training.registry import REGISTRY
+        from webinstruct.core.registry import REGISTRY
         spec = REGISTRY.get(self.model)
         if spec and self.recipe in spec.paper_lr:
             return spec.paper_lr[self.recipe]

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from pipeline.shards import SHARD_GLOB, list_shards, open_text, read_shards
-from training.formatting import IGNORE_INDEX
+from webinstruct.core.shards import SHARD_GLOB, list_shards, open_text, read_shards
+from webinstruct.core.formatting import IGNORE_INDEX
 
 # (question field, answer field), tried in order.
 FIELD_PAIRS = (("question", "answer"), ("query", "response"), ("instruction", "output"), ("problem", "solution"))

@@ -2,9 +2,9 @@
 
 Reads and encodes the data with the model's tokenizer when its folder is on the machine, else
 with the embedded SmolLM2 tokenizer (token counts then marked as an estimate), and prints the
-plan of `training.plan`.
+plan of `webinstruct.training.plan`.
 
-    python -m training.dry_run --recipe mammoth2 --model mistral-7b --gpus 8 --nodes 4
+    python -m webinstruct.training.dry_run --recipe mammoth2 --model mistral-7b --gpus 8 --nodes 4
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import os
 from collections import Counter
 from typing import Any
 
-from pipeline.config import add_arguments
-from training.config import TrainConfig, load_train_config
-from training.data import mix, pack, read_examples
-from training.formatting import encode_all, ensure_chat_template
-from training.plan import format_plan, plan
-from training.registry import EMBEDDED_MODEL, ModelNotFound, get_spec, resolve
+from webinstruct.core.config import add_arguments
+from webinstruct.training.config import TrainConfig, load_train_config
+from webinstruct.training.data import mix, pack, read_examples
+from webinstruct.core.formatting import encode_all, ensure_chat_template
+from webinstruct.training.plan import format_plan, plan
+from webinstruct.core.registry import EMBEDDED_MODEL, ModelNotFound, get_spec, resolve
 
 
 def _tokenizer(cfg: TrainConfig):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from training.registry import ModelSpec, get_spec
+from webinstruct.core.registry import ModelSpec, get_spec
 
 GIB = 1024 ** 3
 OFFLOADS = ("none", "optimizer", "optimizer+params")

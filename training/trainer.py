@@ -1,8 +1,8 @@
 """The trainer: a transformers causal LM driven by DeepSpeed (ZeRO 2 or 3) on the recipe's data.
 
-    python -m training.trainer --config infra/recipes/train/cpu-demo.yaml [--model M] [--run RUN]
-    torchrun --nproc_per_node 2 -m training.trainer --config cpu-demo --run-dir RUN  (torchrun takes --run)
-    deepspeed --num_gpus 8 --module training.trainer --config mammoth2 --model mistral-7b --run RUN
+    python -m webinstruct.training.trainer --config infra/recipes/train/cpu-demo.yaml [--model M] [--run RUN]
+    torchrun --nproc_per_node 2 -m webinstruct.training.trainer --config cpu-demo --run-dir RUN  (torchrun takes --run)
+    deepspeed --num_gpus 8 --module webinstruct.training.trainer --config mammoth2 --model mistral-7b --run RUN
 
 Everything goes under RUN/train/<model>/: log.jsonl (step, loss, lr, grad_norm, tokens/s),
 checkpoints/step<N>/ (DeepSpeed checkpoints, every `save_every` steps and at the end),
@@ -29,15 +29,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import add_arguments
-from training.batches import StepOrder, collate
-from training.config import TrainConfig, load_train_config
-from training.data import mix, pack, padding_share, read_examples
-from training.formatting import encode_all, ensure_chat_template
-from training.registry import ModelNotFound, resolve
-from training.schedule import lr_factor, warmup_steps
+from webinstruct.core.config import add_arguments
+from webinstruct.training.batches import StepOrder, collate
+from webinstruct.training.config import TrainConfig, load_train_config
+from webinstruct.training.data import mix, pack, padding_share, read_examples
+from webinstruct.core.formatting import encode_all, ensure_chat_template
+from webinstruct.core.registry import ModelNotFound, resolve
+from webinstruct.training.schedule import lr_factor, warmup_steps
+from webinstruct.core.resources import recipe_path
 
-DEEPSPEED_DIR = Path(__file__).resolve().parents[1] / "infra" / "deepspeed"
+DEEPSPEED_DIR = recipe_path("deepspeed")
 
 
 def _free_port() -> int:
@@ -47,7 +48,7 @@ def _free_port() -> int:
 
 
 def ensure_dist_env() -> None:
-    """A plain `python -m training.trainer` is a world of one: give it what a launcher would set."""
+    """A plain `python -m webinstruct.training.trainer` is a world of one: give it what a launcher would set."""
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     os.environ.setdefault("LOCAL_RANK", "0")

@@ -28,12 +28,12 @@ def make_backend(name: str, model_dir: str = "", *, url: str = "", served_model:
     """A backend by name. `model_dir` is a local model folder (vllm, hf; the openai backend uses its
     tokenizer only to count tokens when present)."""
     if name == "vllm":
-        from evaluation.backends.vllm_backend import VLLMBackend
+        from webinstruct.evaluation.backends.vllm_backend import VLLMBackend
         return VLLMBackend(model_dir, gpus=gpus, max_model_len=max_model_len)
     if name == "hf":
-        from evaluation.backends.hf_backend import HFBackend
+        from webinstruct.evaluation.backends.hf_backend import HFBackend
         return HFBackend(model_dir)
     if name == "openai":
-        from evaluation.backends.openai_backend import OpenAIBackend
+        from webinstruct.evaluation.backends.openai_backend import OpenAIBackend
         return OpenAIBackend(url, served_model, concurrency=concurrency)
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")

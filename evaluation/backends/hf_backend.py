@@ -1,8 +1,8 @@
 """transformers `generate`: greedy, left-padded batches, stop strings applied by the tokenizer."""
 from __future__ import annotations
 
-from evaluation.backends import Generation
-from evaluation.protocols import Request, cut_at_stop
+from webinstruct.evaluation.backends import Generation
+from webinstruct.evaluation.protocols import Request, cut_at_stop
 
 
 class HFBackend:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from evaluation.backends import Generation
-from evaluation.protocols import Request, cut_at_stop, server_stops
+from webinstruct.evaluation.backends import Generation
+from webinstruct.evaluation.protocols import Request, cut_at_stop, server_stops
 
 
 class OpenAIBackend:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from evaluation.backends import Generation
-from evaluation.protocols import Request, cut_at_stop
-from infra.llm_server import on_gpu
+from webinstruct.evaluation.backends import Generation
+from webinstruct.evaluation.protocols import Request, cut_at_stop
+from webinstruct.pipeline.llm.server import on_gpu
 
 
 class VLLMBackend:

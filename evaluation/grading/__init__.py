@@ -28,17 +28,17 @@ class Verdict:
 def grade(item, output: str, grader: str, protocol: str) -> Verdict:
     """One verdict. For many outputs use `grade_all`, which runs the robust grader in a pool."""
     if grader == "seed":
-        from evaluation.grading.seed import grade_seed
+        from webinstruct.evaluation.grading.seed import grade_seed
         return grade_seed(item, output, protocol)
     if grader == "robust":
-        from evaluation.grading.robust import grade_robust
+        from webinstruct.evaluation.grading.robust import grade_robust
         return grade_robust(item, output)
     raise ValueError(f"unknown grader {grader!r}; choose from {', '.join(GRADERS)}")
 
 
 def grade_all(pairs: list, protocol: str, workers: int = 2, timeout: float = 5.0) -> list[dict[str, Verdict]]:
     """Both graders' verdicts for each (item, output) pair, in order."""
-    from evaluation.grading.robust import grade_robust_many
-    from evaluation.grading.seed import grade_seed
+    from webinstruct.evaluation.grading.robust import grade_robust_many
+    from webinstruct.evaluation.grading.seed import grade_seed
     robust = grade_robust_many(pairs, workers=workers, timeout=timeout)
     return [{"seed": grade_seed(item, output, protocol), "robust": r} for (item, output), r in zip(pairs, robust)]

@@ -32,7 +32,7 @@ from typing import Any, Callable
 START_TIMEOUT = 120.0  # seconds a worker may take to import its modules
 START_FAILURES = 3  # give up (outcome "error" for what is left) after this many failed starts
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-         "from evaluation.grading.pool import _serve; _serve(int(sys.argv[2]))")
+         "from webinstruct.evaluation.grading.pool import _serve; _serve(int(sys.argv[2]))")
 
 
 @dataclass(frozen=True)

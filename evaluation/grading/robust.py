@@ -27,9 +27,9 @@ from __future__ import annotations
 import re
 import string
 
-from evaluation.answers import _braced, normalize, to_number
-from evaluation.grading import Verdict
-from evaluation.items import Item
+from webinstruct.core.answers import _braced, normalize, to_number
+from webinstruct.evaluation.grading import Verdict
+from webinstruct.evaluation.items import Item
 
 THEOREMQA_TOLERANCE = 0.04  # relative, as MAmmoTH2's TheoremQA scorer
 NUMBER_TOLERANCE = 1e-4
@@ -351,7 +351,7 @@ def _numbers_match(gold: float, answer: str, rel: float, symbolic: bool) -> Deci
     if values is None:
         if not symbolic:
             return None
-        from evaluation.grading.symbolic import latex_value
+        from webinstruct.evaluation.grading.symbolic import latex_value
         value = latex_value(answer)
         if value is None:
             return False, "not a number"
@@ -392,7 +392,7 @@ def _judge_math(gold: str, answer: str, symbolic: bool) -> Decision | None:
             return False, ""
     if not symbolic:
         return None
-    from evaluation.grading.symbolic import math_equivalent
+    from webinstruct.evaluation.grading.symbolic import math_equivalent
     return math_equivalent(gold, answer), "symbolic"
 
 
@@ -430,7 +430,7 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
         if read is None:
             if not symbolic:
                 return None
-            from evaluation.grading.symbolic import latex_value
+            from webinstruct.evaluation.grading.symbolic import latex_value
             value = latex_value(part)
             read = [] if value is None else [value]
         if not read:
@@ -487,7 +487,7 @@ def grade_robust(item: Item, output: str, timeout: float | None = 5.0) -> Verdic
     try:
         decision = _judge(item, answer, symbolic=False)
         if decision is None:
-            from evaluation.grading.symbolic import GradingTimeout, deadline
+            from webinstruct.evaluation.grading.symbolic import GradingTimeout, deadline
             try:
                 with deadline(timeout):
                     decision = _judge(item, answer, symbolic=True)
@@ -507,7 +507,7 @@ def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: 
     """Verdicts for (item, output) pairs, in order. Answers that plain string and number checks
     decide are graded here; the rest go to `workers` processes, each answer limited to `timeout`
     seconds (then correct=False, note "timeout"). Never raises for a bad answer."""
-    from evaluation.grading.pool import run_isolated
+    from webinstruct.evaluation.grading.pool import run_isolated
 
     verdicts: list[Verdict | None] = [None] * len(pairs)
     hard: list[tuple[int, str, str]] = []
@@ -526,9 +526,9 @@ def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: 
         inputs = [(pairs[i][0], answer) for i, answer, _ in hard]
         try:
             outcomes = run_isolated(_judge_symbolic, inputs, workers=workers, timeout=timeout,
-                                    preload=("evaluation.grading.symbolic",))
+                                    preload=("webinstruct.evaluation.grading.symbolic",))
         except Exception as e:  # the pool itself failed (no processes, no pipes)
-            from evaluation.grading.pool import Outcome
+            from webinstruct.evaluation.grading.pool import Outcome
             outcomes = [Outcome("error", detail=f"pool: {type(e).__name__}: {e}")] * len(hard)
         for (i, answer, how), out in zip(hard, outcomes):
             if out.status == "ok":

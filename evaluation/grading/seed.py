@@ -50,8 +50,8 @@ import unicodedata
 from fractions import Fraction
 from functools import lru_cache
 
-from evaluation.grading import Verdict
-from evaluation.items import Item
+from webinstruct.evaluation.grading import Verdict
+from webinstruct.evaluation.items import Item
 
 PROTOCOLS = ("mammoth2", "chat", "metamath")
 OPEN_TRIGGERS = ("The answer is:", "The answer is", "the answer is")  # run_open.py

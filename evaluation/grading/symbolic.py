@@ -8,7 +8,7 @@ sets, tuples and matrices. Two things it does that we work around:
   (1/2004! vs 1/2006!, 1e-7 vs 2e-7). `_veto` re-checks numeric pairs at a relative tolerance.
 - Its timeouts use `signal.alarm`, which only works in the main thread and cannot interrupt a
   long C-level computation (a power tower). We switch them off and bound time from outside:
-  `deadline` here (main thread only) and the worker pool of `evaluation.grading.pool`.
+  `deadline` here (main thread only) and the worker pool of `webinstruct.evaluation.grading.pool`.
 
 Nothing in this module is cheap (importing it loads sympy); the robust grader decides easy
 answers without it.

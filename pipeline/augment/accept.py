@@ -1,7 +1,7 @@
 """Accepting sampled solutions and writing them as MetaMathQA rows.
 
 A sample is kept when its final answer equals the gold one (for SV and FOBAR: the masked
-number). The comparison is the evaluator's (`evaluation.answers`): the same normaliser and
+number). The comparison is the evaluator's (`webinstruct.core.answers`): the same normaliser and
 numeric equality, so "1/2" == "0.5", "1,000" == "1000", "$18" == "18", "50%" == "50". Kept
 responses end with "The answer is: {gold}", as every MetaMathQA response does.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from evaluation.answers import final_answer, same_answer, to_number
+from webinstruct.core.answers import final_answer, same_answer, to_number
 
 # MetaMathQA's `type` values (meta-math/MetaMathQA, MetaMathQA-395K.json).
 TYPES = ("GSM_AnsAug", "GSM_Rephrased", "GSM_SV", "GSM_FOBAR",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.runners import RunnerSettings
-from pipeline.config import option
+from webinstruct.pipeline.runners import RunnerSettings
+from webinstruct.core.config import option
 
 # MetaMathQA's sizes (MetaMath paper, Table 1): GSM8K 80K AnsAug, 80K rephrased, 40K SV, 40K FOBAR
 # (240K); MATH 75K, 50K, 15K, 15K (155K).

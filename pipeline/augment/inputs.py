@@ -4,7 +4,7 @@
      "domain": "gsm8k" | "math"}
 
 Accepted records: GSM8K-style ({question, answer ending "#### N"}, or {query, response}),
-MATH-style ({problem, solution with \\boxed{}}), and WebInstruct rows (`pipeline.schema.
+MATH-style ({problem, solution with \\boxed{}}), and WebInstruct rows (`webinstruct.core.schema.
 WebInstructRow`: the refine stage's `final_answer`, else the one its answer states). MATH is
 domain "math"; the others are "gsm8k" when the final answer is a plain number, else "math"
 (the domain picks the few-shot prompts and the MetaMathQA type prefix). Anything else is skipped
@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import Any
 
-from evaluation.answers import final_answer, normalize
+from webinstruct.core.answers import final_answer, normalize
 
 SKIP_REASONS = ("unknown_format", "empty_question", "no_final_answer", "long_final_answer")
 MAX_ANSWER_CHARS = 80  # a longer "final answer" is prose, not something to check a sample against

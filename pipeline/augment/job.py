@@ -18,16 +18,16 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from infra.runners import run_pipeline
-from pipeline import shards
-from pipeline.augment import prompts
-from pipeline.augment import transforms as T
-from pipeline.augment.config import AugmentConfig
-from pipeline.llm.config import LLMConfig
-from pipeline.llm.endpoint import llm_endpoint
-from pipeline.schema import MetaMathRow
-from pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
-from pipeline.stats import format_stats
+from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import shards
+from webinstruct.pipeline.augment import prompts
+from webinstruct.pipeline.augment import transforms as T
+from webinstruct.pipeline.augment.config import AugmentConfig
+from webinstruct.pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.llm.endpoint import llm_endpoint
+from webinstruct.core.schema import MetaMathRow
+from webinstruct.pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
+from webinstruct.core.stats import format_stats
 
 log = logging.getLogger(__name__)
 

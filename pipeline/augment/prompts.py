@@ -18,9 +18,9 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
+from webinstruct.core.resources import data_path
 
-FEWSHOT = Path(__file__).resolve().parents[2] / "data" / "fewshot" / "metamath.json"
+FEWSHOT = data_path("fewshot", "metamath.json")
 PROMPT_VERSION = 1
 TASKS = ("ansaug", "rephrase", "sv_rewrite", "sv", "fobar")
 DOMAINS = ("gsm8k", "math")

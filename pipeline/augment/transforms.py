@@ -25,11 +25,11 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from pipeline import shards
-from pipeline.augment import accept, masking, prompts
-from pipeline.augment.inputs import read_seed
-from pipeline.llm.client import stop_on_server_faults
-from pipeline.stats import Progress, StageCounter
+from webinstruct.core import shards
+from webinstruct.pipeline.augment import accept, masking, prompts
+from webinstruct.pipeline.augment.inputs import read_seed
+from webinstruct.pipeline.llm.client import stop_on_server_faults
+from webinstruct.core.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
 STAGE = "augment"
@@ -109,9 +109,9 @@ class AugmentFiles(beam.DoFn):
         self.cfg, self.llm = cfg, llm
 
     def setup(self):
-        from pipeline.llm.cache import RequestCache
-        from pipeline.llm.client import LLMClient
-        from pipeline.llm.config import LLMConfig
+        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.client import LLMClient
+        from webinstruct.pipeline.llm.config import LLMConfig
 
         self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
 

@@ -4,7 +4,7 @@
                                per-document merge of pairs found twice in overlapping chunks)
                        -> shuffle by pair id -> write shards -> shuffle to one key -> stats.json
 
-With no LLM endpoint configured the stage starts the local server (infra/llm_server.py) for its
+With no LLM endpoint configured the stage starts the local server (pipeline/llm/server.py) for its
 run and stops it afterwards. Finished LLM replies live in RUN/cache/llm.sqlite, so a rerun after a
 crash (or of a finished stage) sends only the requests that never completed.
 """
@@ -17,16 +17,16 @@ from typing import Any
 
 import apache_beam as beam
 
-from infra.runners import run_pipeline
-from pipeline import shards
-from pipeline.extract import prompt
-from pipeline.extract import transforms as T
-from pipeline.extract.config import ExtractConfig
-from pipeline.llm.config import LLMConfig
-from pipeline.llm.endpoint import llm_endpoint
-from pipeline.schema import QAPair
-from pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
-from pipeline.stats import format_stats
+from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import shards
+from webinstruct.pipeline.extract import prompt
+from webinstruct.pipeline.extract import transforms as T
+from webinstruct.pipeline.extract.config import ExtractConfig
+from webinstruct.pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.llm.endpoint import llm_endpoint
+from webinstruct.core.schema import QAPair
+from webinstruct.pipeline.stage import close_stats, finish, key_by_shard, llm_settings, task_groups, write_records
+from webinstruct.core.stats import format_stats
 
 log = logging.getLogger(__name__)
 ACCOUNTING = ("docs_in", "docs_structured", "docs_with_pairs", "docs_void", "docs_failed", "chunks",

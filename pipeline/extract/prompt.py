@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
+from webinstruct.core.resources import package_path
 
-EXAMPLES = Path(__file__).with_name("examples.json")
+EXAMPLES = package_path(__package__, "examples.json")
 PROMPT_VERSION = 1
 
 SCHEMA = {

@@ -16,7 +16,7 @@ from typing import Any
 
 from lxml import etree, html as lxml_html
 
-from pipeline.text.html_text import html_to_text
+from webinstruct.pipeline.text.html_text import html_to_text
 
 _JSONLD = re.compile(r"<script[^>]*application/ld\+json[^>]*>(.*?)</script>", re.I | re.S)
 _QA_TYPES = {"QAPage", "FAQPage", "Quiz"}

@@ -16,13 +16,13 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
-from pipeline import shards
-from pipeline.extract import prompt
-from pipeline.extract.chunking import chunk_text, merge_pairs
-from pipeline.llm.client import stop_on_server_faults
-from pipeline.schema import RecalledDocument
-from pipeline.text.cleanup import remove_chrome
-from pipeline.stats import Progress, StageCounter
+from webinstruct.core import shards
+from webinstruct.pipeline.extract import prompt
+from webinstruct.pipeline.extract.chunking import chunk_text, merge_pairs
+from webinstruct.pipeline.llm.client import stop_on_server_faults
+from webinstruct.core.schema import RecalledDocument
+from webinstruct.pipeline.text.cleanup import remove_chrome
+from webinstruct.core.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
 STAGE = "extract"
@@ -71,9 +71,9 @@ class ExtractShard(beam.DoFn):
         self.llm = llm
 
     def setup(self):
-        from pipeline.llm.cache import RequestCache
-        from pipeline.llm.client import LLMClient
-        from pipeline.llm.config import LLMConfig
+        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.client import LLMClient
+        from webinstruct.pipeline.llm.config import LLMConfig
 
         self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
 

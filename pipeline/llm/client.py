@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import openai
 
-from pipeline.llm.cache import RequestCache, request_key
-from pipeline.llm.config import LLMConfig, normalize_url
+from webinstruct.pipeline.llm.cache import RequestCache, request_key
+from webinstruct.pipeline.llm.config import LLMConfig, normalize_url
 
 log = logging.getLogger(__name__)
 

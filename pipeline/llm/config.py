@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pipeline.config import option
+from webinstruct.core.config import option
 
 
 @dataclass

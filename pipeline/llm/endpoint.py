@@ -11,14 +11,14 @@ import dataclasses
 import logging
 from typing import Iterator
 
-from pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 
 
 def with_model(llm: LLMConfig) -> LLMConfig:
     """`llm` with its model named; asking the first URL checks that it answers (a clear error if not)."""
-    from pipeline.llm.client import LLMClient
+    from webinstruct.pipeline.llm.client import LLMClient
 
     model = LLMClient(llm).resolve_model(llm.url[0])
     return llm if llm.model else dataclasses.replace(llm, model=model)
@@ -31,7 +31,7 @@ def llm_endpoint(llm: LLMConfig, max_model_len: int = 4096) -> Iterator[LLMConfi
     if llm.url:
         yield with_model(llm)
         return
-    from infra.llm_server import LocalLLMServer, detached_url
+    from webinstruct.pipeline.llm.server import LocalLLMServer, detached_url
 
     url = detached_url()
     if url:

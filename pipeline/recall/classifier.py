@@ -23,9 +23,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from pipeline.config import option
-from pipeline.shards import open_text
-from pipeline.text.normalize import NORMALIZE_VERSION, normalize_for_classifier
+from webinstruct.core.config import option
+from webinstruct.core.shards import open_text
+from webinstruct.pipeline.text.normalize import NORMALIZE_VERSION, normalize_for_classifier
 
 log = logging.getLogger(__name__)
 

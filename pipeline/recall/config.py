@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.runners import RunnerSettings
-from pipeline.config import option
+from webinstruct.pipeline.runners import RunnerSettings
+from webinstruct.core.config import option
 
 SAMPLE_WARC = "data/sample/warc/*.warc*"
 

@@ -15,7 +15,7 @@ import json
 import logging
 from typing import Any, Iterable
 
-from pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def label_domains(rows: list[dict[str, Any]], docs: Iterable[dict[str, Any]], ll
     """({domain: {"educational", "category", "reason"} or {"error"}}, LLM accounting) for `rows`.
 
     Starts the local server when `llm` names no endpoint (see pipeline/llm/endpoint.py)."""
-    from pipeline.llm.cache import RequestCache
-    from pipeline.llm.client import LLMClient
-    from pipeline.llm.endpoint import llm_endpoint
+    from webinstruct.pipeline.llm.cache import RequestCache
+    from webinstruct.pipeline.llm.client import LLMClient
+    from webinstruct.pipeline.llm.endpoint import llm_endpoint
 
     if not rows:
         return {}, {}

@@ -13,7 +13,7 @@ import importlib
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-from pipeline.schema import DomainRow
+from webinstruct.core.schema import DomainRow
 
 TOP_PATHS = 5
 

@@ -18,12 +18,13 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from infra.runners import run_pipeline
-from pipeline import shards
-from pipeline.recall import transforms as T
-from pipeline.recall.config import RecallConfig
-from pipeline.stage import finish
-from pipeline.stats import beam_counters, format_stats
+from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import shards
+from webinstruct.core.resources import bundled
+from webinstruct.pipeline.recall import transforms as T
+from webinstruct.pipeline.recall.config import RecallConfig
+from webinstruct.pipeline.stage import finish
+from webinstruct.core.stats import beam_counters, format_stats
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def expand_inputs(patterns: list[str]) -> list[str]:
     """Every file matching the WARC globs, sorted; a clear error when nothing matches."""
     paths: set[str] = set()
-    for result in FileSystems.match(list(patterns)):
+    for result in FileSystems.match([bundled(p) for p in patterns]):
         paths.update(m.path for m in result.metadata_list)
     if not paths:
         raise shards.MissingInput(f"no WARC files match {' '.join(patterns)}")

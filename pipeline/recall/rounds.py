@@ -15,11 +15,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import shards
-from pipeline.config import option
-from pipeline.llm.config import LLMConfig
-from pipeline.recall import domains as dom
-from pipeline.schema import DomainRow, RecalledDocument
+from webinstruct.core import shards
+from webinstruct.core.config import option
+from webinstruct.pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.recall import domains as dom
+from webinstruct.core.schema import DomainRow, RecalledDocument
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     labels: dict[str, dict[str, Any]] = {}
     accounting: dict[str, int] = {}
     if cfg.labeler == "llm":
-        from pipeline.recall import domain_labels
+        from webinstruct.pipeline.recall import domain_labels
 
         candidates, _ = dom.select_domains(rows, cfg.min_recalled, cfg.min_share)
         by_name = {r["domain"]: r for r in rows}
@@ -89,7 +89,7 @@ def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
         "verdicts": verdicts,
     }
     if cfg.labeler == "llm":
-        from pipeline.recall.domain_labels import PROMPT_VERSION
+        from webinstruct.pipeline.recall.domain_labels import PROMPT_VERSION
 
         report.update(labels=labels, labeler_accounting=accounting, labeler_prompt=PROMPT_VERSION,
                       labeler_model=(llm.model if llm else "") or "local default")
@@ -98,7 +98,7 @@ def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
 
 
 def round_training_texts(cfg: DomainsConfig, selected: list[str]) -> tuple[list[str], list[str], dict[str, int]]:
-    from pipeline.recall.classifier import load_texts
+    from webinstruct.pipeline.recall.classifier import load_texts
 
     chosen = set(selected)
     pos_web, neg_web = [], []
@@ -117,8 +117,8 @@ def recalled_urls(recall_dir: str) -> list[str]:
 
 def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | None = None) -> dict[str, Any]:
     """Select (when not done), retrain, recall again into RUN/domains/round-N/recall, report overlap."""
-    from pipeline.recall import job
-    from pipeline.recall.classifier import train_classifier
+    from webinstruct.pipeline.recall import job
+    from webinstruct.pipeline.recall.classifier import train_classifier
 
     sel_path = shards.join(cfg.domains_dir(), "selected.json")
     report = shards.read_json(sel_path) if shards.FileSystems.exists(sel_path) else select(cfg, llm)

@@ -15,16 +15,16 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 
-from pipeline import shards
-from pipeline.extract.structured import structured_qa
-from pipeline.recall import domains as dom
-from pipeline.recall.warc import read_pages
-from pipeline.schema import DomainRow, RecalledDocument
-from pipeline.stage import bucket
-from pipeline.text.html_text import cheap_text, html_to_text
-from pipeline.text.normalize import content_hash
-from pipeline.text.script import latin_share
-from pipeline.stats import Progress, StageCounter, merge
+from webinstruct.core import shards
+from webinstruct.pipeline.extract.structured import structured_qa
+from webinstruct.pipeline.recall import domains as dom
+from webinstruct.pipeline.recall.warc import read_pages
+from webinstruct.core.schema import DomainRow, RecalledDocument
+from webinstruct.pipeline.stage import bucket
+from webinstruct.pipeline.text.html_text import cheap_text, html_to_text
+from webinstruct.pipeline.text.normalize import content_hash
+from webinstruct.pipeline.text.script import latin_share
+from webinstruct.core.stats import Progress, StageCounter, merge
 
 log = logging.getLogger(__name__)
 SCORE_BINS = 20
@@ -46,7 +46,7 @@ class ScorePages:
 
     def __init__(self, classifier_path: str, threshold: float, prefilter: bool,
                  prefilter_threshold: float, min_chars: int, round_: int, min_latin_share: float = 0.0):
-        from pipeline.recall.classifier import Classifier
+        from webinstruct.pipeline.recall.classifier import Classifier
 
         self.clf = Classifier.load(classifier_path)
         self.threshold = threshold if threshold >= 0 else self.clf.threshold

@@ -15,7 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.text.html_text import decode_html
+from webinstruct.pipeline.text.html_text import decode_html
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def read_pages(
     count: Count = _no_count,
     progress_every_s: float = 10.0,
 ) -> Iterator[dict]:
-    """Yield a Page record (see `pipeline.schema.Page`) for every HTML response in one WARC file."""
+    """Yield a Page record (see `webinstruct.core.schema.Page`) for every HTML response in one WARC file."""
     try:
         gzipped = _is_gzipped(path)
     except OSError as err:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from evaluation.answers import final_answer, same_answer
-from pipeline.text.script import latin_share
+from webinstruct.core.answers import final_answer, same_answer
+from webinstruct.pipeline.text.script import latin_share
 
 REASONS = ("empty", "too_short", "too_long", "refusal", "meta_comment", "no_question", "broken_latex",
            "language", "answer_changed")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from infra.runners import RunnerSettings
-from pipeline.config import option
+from webinstruct.pipeline.runners import RunnerSettings
+from webinstruct.core.config import option
 
 MERGE_POLICIES = ("keep_all", "best", "alternate")
 DEFAULT_BENCHMARKS = ["data/benchmarks"]  # relative paths: to the working directory, else to the repository

@@ -34,7 +34,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from pipeline.shards import open_text
+from webinstruct.core.shards import open_text
 
 N = 10
 # Part of every cache file's name: bump it when tokenisation, hashing or the npz layout change.

@@ -50,7 +50,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline.refine.decontam import ngram_hashes, token_hashes
+from webinstruct.pipeline.refine.decontam import ngram_hashes, token_hashes
 
 SHINGLE = 2
 NUM_PERM = 128

@@ -21,16 +21,17 @@ from typing import Any
 
 import apache_beam as beam
 
-from infra.runners import run_pipeline
-from pipeline import shards
-from pipeline.llm.config import LLMConfig
-from pipeline.llm.endpoint import llm_endpoint, with_model
-from pipeline.refine import prompt
-from pipeline.refine import transforms as T
-from pipeline.refine.config import MERGE_POLICIES, RefineConfig
-from pipeline.schema import WebInstructRow, field_names
-from pipeline.stage import close_stats, finish, key_by_shard, task_groups, write_records
-from pipeline.stats import format_stats
+from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import shards
+from webinstruct.pipeline.llm.config import LLMConfig
+from webinstruct.pipeline.llm.endpoint import llm_endpoint, with_model
+from webinstruct.pipeline.refine import prompt
+from webinstruct.pipeline.refine import transforms as T
+from webinstruct.pipeline.refine.config import MERGE_POLICIES, RefineConfig
+from webinstruct.core.schema import WebInstructRow, field_names
+from webinstruct.pipeline.stage import close_stats, finish, key_by_shard, task_groups, write_records
+from webinstruct.core.stats import format_stats
+from webinstruct.core.resources import bundled
 
 log = logging.getLogger(__name__)
 ACCOUNTING = ("pairs_in", "rows_refined", "rows_original_kept", "rows_out", "records_written", "pairs_without_revision", "requests_sent", "cache_hits",
@@ -39,17 +40,12 @@ ACCOUNTING = ("pairs_in", "rows_refined", "rows_original_kept", "rows_out", "rec
 PUBLIC_FIELDS = ["orig_question", "orig_answer", "question", "answer", "source", "index"]
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def benchmark_roots(cfg: RefineConfig) -> list[str]:
     """The benchmark directories; a relative one is looked up in the working directory, then in
-    the repository (so the bundled data/benchmarks is found from anywhere)."""
+    the installed package (so the bundled data/benchmarks is found from anywhere)."""
     roots = []
     for b in cfg.benchmarks:
-        path = Path(b)
-        if not path.is_dir() and not path.is_absolute() and (REPO / b).is_dir():
-            path = REPO / b
+        path = Path(bundled(b))
         if not path.is_dir():
             raise FileNotFoundError(f"benchmark directory {b!r} does not exist (refine.benchmarks); the repository "
                                     "bundles data/benchmarks")
@@ -124,7 +120,7 @@ def export(out: str, rows: list[dict]) -> dict[str, str]:
 
 
 def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
-    from pipeline.refine.decontam import NGramIndex
+    from webinstruct.pipeline.refine.decontam import NGramIndex
 
     if cfg.merge not in MERGE_POLICIES:
         raise ValueError(f"refine.merge {cfg.merge!r}: choose one of {', '.join(MERGE_POLICIES)}")
@@ -150,8 +146,8 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
     shards.write_json(shards.join(out, "config.json"), used)
     rows = list(shards.read_shards(out, WebInstructRow))
     export(out, rows)
-    from pipeline.report.dataset_card import write_card
-    from pipeline.report.run_report import write_report
+    from webinstruct.pipeline.report.dataset_card import write_card
+    from webinstruct.pipeline.report.run_report import write_report
 
     write_card(out, rows, stats, {**(recipe or {}), "refine": used})
     write_report(cfg.run)

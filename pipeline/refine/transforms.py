@@ -15,13 +15,13 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 
-from pipeline import shards
-from pipeline.llm.client import stop_on_server_faults, stream_many
-from pipeline.refine import prompt
-from pipeline.refine.checks import check
-from pipeline.schema import QAPair
-from pipeline.stage import bucket
-from pipeline.stats import Progress, StageCounter
+from webinstruct.core import shards
+from webinstruct.pipeline.llm.client import stop_on_server_faults, stream_many
+from webinstruct.pipeline.refine import prompt
+from webinstruct.pipeline.refine.checks import check
+from webinstruct.core.schema import QAPair
+from webinstruct.pipeline.stage import bucket
+from webinstruct.core.stats import Progress, StageCounter
 
 log = logging.getLogger(__name__)
 STAGE = "refine"
@@ -65,14 +65,14 @@ class RefinePairs(beam.DoFn):
         self.index_path = index_path
 
     def setup(self):
-        from pipeline.refine.decontam import NGramIndex
+        from webinstruct.pipeline.refine.decontam import NGramIndex
 
         self.index = NGramIndex.load(self.index_path)
 
     def process(self, shard_paths: list[str]) -> Iterator[tuple[str, Any]]:
-        from pipeline.llm.cache import RequestCache
-        from pipeline.llm.client import LLMClient
-        from pipeline.llm.config import LLMConfig
+        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.client import LLMClient
+        from webinstruct.pipeline.llm.config import LLMConfig
 
         count = StageCounter(STAGE)
         cache = RequestCache(self.cfg["cache"])
@@ -171,7 +171,7 @@ def score(row: dict) -> float:
 
 def dedup_rows(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, use_dedup: bool) -> Iterator[tuple[str, Any]]:
     """All items at once: dedup the rows, number them, write the contaminated-pages file."""
-    from pipeline.refine.dedup import dedup
+    from webinstruct.pipeline.refine.dedup import dedup
 
     _, items = kv
     count = StageCounter(STAGE)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from pipeline.report.run_report import DROP_PREFIXES, table, write_atomic
+from webinstruct.pipeline.report.run_report import DROP_PREFIXES, table, write_atomic
 
 TOP_SOURCES = 20
 CONSISTENCY = ("answers_consistent", "answers_changed", "answers_unchecked")

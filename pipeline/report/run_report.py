@@ -22,8 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline import shards
-from pipeline.files import write_atomic  # noqa: F401  (dataset_card imports it from here)
+from webinstruct.core import shards
+from webinstruct.core.files import write_atomic  # noqa: F401  (dataset_card imports it from here)
 
 STAGES = ("recall", "extract", "refine")
 FUNNEL = {

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.shards import open_text  # noqa: E402
+from webinstruct.core.shards import open_text  # noqa: E402
 
 GSM8K_ROWS, MATH_ROWS = 24, 8
 

@@ -6,7 +6,7 @@
   the GIL-bound HTML extraction).
 - `dask`: Beam's Dask runner on a Dask cluster (`--dask-address`, or a local cluster started here
   with `workers` processes): a real distributed engine that runs offline.
-- `flink`, `dataflow`: option files in `infra/runners/` (see README, "Running at scale").
+- `flink`, `dataflow`: option files in `pipeline/runners/` (see README, "Running at scale").
 """
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import contextlib
 import dataclasses
 import logging
 import shlex
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.config import option
+from webinstruct.core.config import option
+from webinstruct.core.resources import package_path
 
 log = logging.getLogger(__name__)
-RUNNER_FILES = Path(__file__).resolve().parent / "runners"
+RUNNER_FILES = package_path(__package__)
 RUNNERS = ("local", "multiprocess", "dask", "flink", "dataflow")
 
 

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.schema import validate
+from webinstruct.core.schema import validate
+from webinstruct.core.resources import bundled
 
 SHARD_GLOB = "part-*.jsonl.gz"
 
@@ -30,8 +31,9 @@ def open_text(path) -> io.TextIOBase:
     """A local UTF-8 text file for reading: plain, gzip (`.gz`) or xz (`.xz`), by its name.
 
     For the bundled data files (seeds, benchmarks) and user-given training files; stage shards go
-    through `iter_shard` and Beam's file systems instead."""
-    name = str(path)
+    through `iter_shard` and Beam's file systems instead. A relative `data/...` path that does not
+    exist from the working directory is read from the installed package."""
+    name = bundled(str(path))
     if name.endswith(".gz"):
         return gzip.open(name, "rt", encoding="utf-8")
     if name.endswith(".xz"):

