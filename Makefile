@@ -125,7 +125,7 @@ domain-round: install  ## retrain on selected domains, recall again, report the 
 	$(WI) domains round $(DOMAIN_FLAGS)
 
 test: install  ## run every test, the slow integration tests included
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (skip tests marked slow)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -25,7 +25,7 @@ def data_path(*parts: str) -> Path:
     return package_path("webinstruct.data", *parts)
 
 
-def recipe_path(*parts: str) -> Path:
+def infra_path(*parts: str) -> Path:
     """A file or folder under `infra/` (recipes, DeepSpeed configs)."""
     return package_path("webinstruct.infra", *parts)
 

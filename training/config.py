@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webinstruct.core.config import build, load_recipe, option
-from webinstruct.core.resources import recipe_path
+from webinstruct.core.resources import infra_path
 
-RECIPES_DIR = recipe_path("recipes", "train")
+RECIPES_DIR = infra_path("recipes", "train")
 
 
 @dataclass

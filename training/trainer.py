@@ -36,9 +36,9 @@ from webinstruct.training.data import mix, pack, padding_share, read_examples
 from webinstruct.core.formatting import encode_all, ensure_chat_template
 from webinstruct.core.registry import ModelNotFound, resolve
 from webinstruct.training.schedule import lr_factor, warmup_steps
-from webinstruct.core.resources import recipe_path
+from webinstruct.core.resources import infra_path
 
-DEEPSPEED_DIR = recipe_path("deepspeed")
+DEEPSPEED_DIR = infra_path("deepspeed")
 
 
 def _free_port() -> int:
