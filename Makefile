@@ -128,7 +128,7 @@ test: install  ## run every test, the slow integration tests included
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only (skip tests marked slow)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
 bench: install  ## recall throughput and fidelity against a datatrove-style baseline
 	$(PY) bench/recall.py

@@ -34,6 +34,9 @@ CORE = [
     "matplotlib>=3.8",
     "openai>=1.40",
     "pyarrow>=14",
+    # One I/O layer for local paths and URLs (webinstruct.core.io): memory:// in tests, s3fs / gcsfs for buckets.
+    "fsspec>=2023.1",
+    "pydantic>=2",
 ]
 
 EXTRAS = {

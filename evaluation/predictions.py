@@ -3,26 +3,26 @@
 `RUN/eval/predictions/<benchmark>.jsonl` is the resume point of an evaluation: a rerun skips the
 ids already there. Lines are appended and flushed batch by batch (fsync'd), so a killed run
 loses at most the batch in flight; a torn last line is cut off before appending again and
-skipped by readers. Rewrites (rescoring) go through a temporary file and `os.replace`.
+skipped by readers. Rewrites (rescoring) are atomic. All file access goes through
+`webinstruct.core.io` (on an object store an append rewrites the object in one put).
 """
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
+from webinstruct.core import io as fio
 from webinstruct.evaluation.items import Item
 
 
-def read_counted(path: Path | str) -> tuple[list[dict[str, Any]], int]:
+def read_counted(path: str | os.PathLike) -> tuple[list[dict[str, Any]], int]:
     """The complete records of a prediction file, and how many lines were skipped: a torn last
     line (a killed write), a garbled line, a line that is not a JSON object."""
-    path = Path(path)
-    if not path.is_file():
+    if not fio.isfile(path):
         return [], 0
     records, skipped = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with fio.open(path, "r", compression=None, errors="replace") as f:
         for line in f:
             if not line.strip():
                 continue
@@ -41,43 +41,26 @@ def read_counted(path: Path | str) -> tuple[list[dict[str, Any]], int]:
     return records, skipped
 
 
-def read(path: Path | str) -> list[dict[str, Any]]:
+def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The complete records of a prediction file (see `read_counted`)."""
     return read_counted(path)[0]
 
 
-def repair(path: Path | str) -> int:
+def repair(path: str | os.PathLike) -> int:
     """Cut a torn last line (no newline) off; returns the bytes removed."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-    return len(data) - keep
+    return fio.trim_partial_line(path)
 
 
-def append(path: Path | str, records: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+def append(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
+    """Append records as JSON lines, fsync'd before returning."""
+    fio.append_lines(path, [json.dumps(r, ensure_ascii=False) + "\n" for r in records])
+
+
+def rewrite(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
+    """Replace the file with these records, atomically."""
+    with fio.atomic_writer(path, "w") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def rewrite(path: Path | str, records: Iterable[dict[str, Any]]) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def item_of(record: dict[str, Any]) -> Item:

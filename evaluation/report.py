@@ -9,8 +9,8 @@ robust one is itself a finding, and hiding it behind one number would make runs 
 comparable to the papers than they are.
 
 Reading is tolerant of a run cut short: a line that does not parse (the last one of a killed run)
-is skipped and counted. Writing is atomic (temporary file beside the target, then os.replace), so
-a report being rewritten never leaves a half file behind. matplotlib is imported only by the
+is skipped and counted. Writing is atomic (`webinstruct.core.io.write_atomic`), so a report being
+rewritten never leaves a half file behind, and eval_dir may be a local folder or a URL. matplotlib is imported only by the
 chart function, so importing this module stays cheap.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 from webinstruct.evaluation.predictions import read_counted
-from webinstruct.core.files import write_atomic
+from webinstruct.core import io as fio
+from webinstruct.core.io import write_atomic
 
 GRADERS = ("seed", "robust")
 DASH = "–"  # a benchmark that did not run
@@ -115,13 +115,11 @@ def summarize(predictions_dir: str) -> dict[str, dict[str, Any]]:
     whose records carry more than one task, and is {} otherwise. A file without one readable record
     is left out: the benchmark did not run. `skipped` counts lines that did not parse."""
     summary: dict[str, dict[str, Any]] = {}
-    if not os.path.isdir(predictions_dir):
-        return summary
-    for name in sorted(os.listdir(predictions_dir)):
+    for name in fio.listdir(predictions_dir):
         if not name.endswith(".jsonl"):
             continue
         benchmark = name[:-len(".jsonl")]
-        records, skipped = read_predictions(os.path.join(predictions_dir, name))
+        records, skipped = read_predictions(fio.join(predictions_dir, name))
         if not records:
             continue
         entry = summarize_records(records)
@@ -351,16 +349,13 @@ def write_results(eval_dir: str, settings: Mapping[str, Any] | None = None) -> d
     eval_dir. `settings` are the run's settings (run.json); None reads eval_dir/run.json when there
     is one. Returns what results.json holds."""
     if settings is None:
-        run_json = os.path.join(eval_dir, "run.json")
-        settings = {}
-        if os.path.exists(run_json):
-            with open(run_json, encoding="utf-8") as fh:
-                settings = json.load(fh)
-    summary = summarize(os.path.join(eval_dir, "predictions"))
+        run_json = fio.join(eval_dir, "run.json")
+        settings = fio.read_json(run_json) if fio.exists(run_json) else {}
+    summary = summarize(fio.join(eval_dir, "predictions"))
     avg = average(summary)
     results = {"settings": dict(settings), "benchmarks": summary, "average": avg}
     text = json.dumps(results, indent=2, ensure_ascii=False, default=str) + "\n"
-    write_atomic(os.path.join(eval_dir, "results.json"), text.encode("utf-8"))
-    write_atomic(os.path.join(eval_dir, "results.md"), render_markdown(settings, summary, avg).encode("utf-8"))
-    write_atomic(os.path.join(eval_dir, "results.png"), render_chart(settings, summary))
+    write_atomic(fio.join(eval_dir, "results.json"), text)
+    write_atomic(fio.join(eval_dir, "results.md"), render_markdown(settings, summary, avg))
+    write_atomic(fio.join(eval_dir, "results.png"), render_chart(settings, summary))
     return results

@@ -22,7 +22,7 @@ from webinstruct.evaluation import predictions as P
 from webinstruct.evaluation.config import EvalConfig
 from webinstruct.evaluation.grading import grade_all
 from webinstruct.evaluation.protocols import Protocol
-from webinstruct.core.files import write_atomic
+from webinstruct.core import io as fio
 
 log = logging.getLogger(__name__)
 # Settings that change what a prediction is: a rerun with other values must not mix into old files.
@@ -89,7 +89,7 @@ def _check_identity(eval_dir: Path, settings: dict[str, Any], fresh: bool) -> No
 
 
 def _write_json(path: Path, data: dict) -> None:
-    write_atomic(str(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    fio.write_json(path, data, sort_keys=False)
 
 
 def _backend(cfg: EvalConfig, model_dir: str, stack):

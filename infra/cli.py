@@ -18,6 +18,7 @@ Settings come from a YAML recipe (`--config`, one section per stage) overridden 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Any
@@ -42,9 +43,75 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="YAML recipe with one section per stage (infra/recipes/)")
+def _base(p: argparse.ArgumentParser) -> None:
+    """-v and --debug, on every subcommand (--debug also before the subcommand)."""
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the traceback of an error instead of its one-line message")
+
+
+def _common(p: argparse.ArgumentParser, print_config: bool = True) -> None:
+    p.add_argument("--config", default=None, help="YAML recipe with one section per stage (infra/recipes/)")
+    _base(p)
+    if print_config:
+        _print_config_flag(p)
+
+
+def _print_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--print-config", action="store_true",
+                   help="print the merged settings (default < recipe < flags) of every section this command "
+                        "uses, as a recipe, and exit without running anything")
+
+
+def recipe_schema() -> dict[str, type]:
+    """The recipe sections the commands read, each with its settings class."""
+    from webinstruct.evaluation.config import EvalConfig
+    from webinstruct.pipeline.augment.config import AugmentConfig
+    from webinstruct.pipeline.extract.config import ExtractConfig
+    from webinstruct.pipeline.llm.config import LLMConfig
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
+    from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.rounds import DomainsConfig, SeedsConfig
+    from webinstruct.pipeline.refine.config import RefineConfig
+    from webinstruct.training.config import TrainConfig
+
+    return {"seeds": SeedsConfig, "classifier": ClassifierConfig, "recall": RecallConfig, "domains": DomainsConfig,
+            "llm": LLMConfig, "extract": ExtractConfig, "refine": RefineConfig, "augment": AugmentConfig,
+            "train": TrainConfig, "eval": EvalConfig}
+
+
+def _recipe(args: argparse.Namespace) -> C.Recipe:
+    """The --config recipe, every section checked against its settings class."""
+    return C.load_recipe(args.config, recipe_schema())
+
+
+def _section(cls: type, recipe: C.Recipe, section: str, overrides: dict[str, Any] | None = None):
+    """A section's settings from the recipe alone (no flags of this command set it)."""
+    return C.build(cls, recipe.get(section), overrides, name=section, source=recipe.path)
+
+
+def _seeds(recipe: C.Recipe):
+    from webinstruct.pipeline.recall.rounds import SeedsConfig
+
+    return _section(SeedsConfig, recipe, "seeds")
+
+
+def _shown(cfg: Any) -> Any:
+    """Settings as printed: secrets masked."""
+    if dataclasses.is_dataclass(cfg) and getattr(cfg, "api_key", "EMPTY") not in ("", "EMPTY"):
+        return dataclasses.replace(cfg, api_key="***")
+    return cfg
+
+
+def _print_config(args: argparse.Namespace, sections: dict[str, Any], note: str = "") -> bool:
+    """With --print-config: print `sections` (recipe section -> settings) as YAML and say so."""
+    if not getattr(args, "print_config", False):
+        return False
+    recipe = getattr(args, "config", None) or "(none)"
+    head = f"# webinstruct {args.command}: merged settings (default < recipe {recipe} < flags)"
+    print(head + (f"\n# {note}" if note else ""))
+    print(C.to_yaml({name: _shown(cfg) for name, cfg in sections.items()}), end="")
+    return True
 
 
 def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
@@ -54,13 +121,13 @@ def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
     if FileSystems.exists(path):
         return
     from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
-    from webinstruct.pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
 
-    seeds = recipe.get("seeds") or {}
-    pos, neg = seeds.get("positives", SEED_POSITIVES), seeds.get("negatives", SEED_NEGATIVES)
-    log.info("no classifier at %s: training one from the bundled seeds (%s vs %s)", path, pos, neg)
-    cfg = C.build(ClassifierConfig, recipe.get("classifier"))
-    meta = train_classifier(load_texts(pos), load_texts(neg), path, cfg)
+    recipe = recipe if isinstance(recipe, C.Recipe) else C.Recipe(recipe)
+    seeds = _seeds(recipe)
+    log.info("no classifier at %s: training one from the bundled seeds (%s vs %s)", path, seeds.positives,
+             seeds.negatives)
+    cfg = _section(ClassifierConfig, recipe, "classifier")
+    meta = train_classifier(load_texts(seeds.positives), load_texts(seeds.negatives), path, cfg)
     _print_classifier(meta, path)
 
 
@@ -73,11 +140,17 @@ def _print_classifier(meta: dict[str, Any], path: str) -> None:
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.recall import job
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
     from webinstruct.pipeline.recall.config import RecallConfig
 
-    recipe = C.load_recipe(args.config)
+    recipe = _recipe(args)
     cfg = C.from_args(RecallConfig, args, recipe, "recall")
+    if _print_config(args, {"recall": cfg, "classifier": _section(ClassifierConfig, recipe, "classifier"),
+                            "seeds": _seeds(recipe)},
+                     "classifier and seeds: used when the recall classifier has to be trained first"):
+        return 0
+    from webinstruct.pipeline.recall import job
+
     if not cfg.classifier:
         ensure_classifier(cfg.classifier_path(), recipe)
     stats = job.run(cfg)
@@ -89,40 +162,45 @@ def _llm_config(args: argparse.Namespace, recipe: dict[str, Any]):
     """The `llm` recipe section, overridden by --llm-* flags, then by LLM_URL / LLM_MODEL / LLM_API_KEY."""
     from webinstruct.pipeline.llm.config import LLMConfig
 
-    return LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm"))
+    return LLMConfig.from_env(C.from_args(LLMConfig, args, recipe, "llm", prefix="llm-"))
 
 
-def _run_llm_stage(args: argparse.Namespace, job, cfg_cls: type, section: str):
-    """Build the stage's config and the LLM config from recipe + flags, run the stage, print its stats."""
-    recipe = C.load_recipe(args.config)
+def _run_llm_stage(args: argparse.Namespace, job_module: str, cfg_cls: type, section: str):
+    """Build the stage's config and the LLM config from recipe + flags, run the stage, print its stats.
+    Returns None when --print-config only printed them."""
+    import importlib
+
+    recipe = _recipe(args)
     cfg = C.from_args(cfg_cls, args, recipe, section)
-    stats = job.run(cfg, _llm_config(args, recipe), recipe)
+    llm = _llm_config(args, recipe)
+    if _print_config(args, {section: cfg, "llm": llm}):
+        return None
+    job = importlib.import_module(job_module)
+    stats = job.run(cfg, llm, recipe)
     print(job.summary(stats, cfg.out_dir()))
     return cfg
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.extract import job
     from webinstruct.pipeline.extract.config import ExtractConfig
 
-    _run_llm_stage(args, job, ExtractConfig, "extract")
+    _run_llm_stage(args, "webinstruct.pipeline.extract.job", ExtractConfig, "extract")
     return 0
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.refine import job
     from webinstruct.pipeline.refine.config import RefineConfig
 
-    cfg = _run_llm_stage(args, job, RefineConfig, "refine")
-    print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
+    cfg = _run_llm_stage(args, "webinstruct.pipeline.refine.job", RefineConfig, "refine")
+    if cfg is not None:
+        print(f"dataset card: {cfg.out_dir()}/README.md; exports: {cfg.out_dir()}/export/; report: {cfg.run}/report.md")
     return 0
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.augment import job
     from webinstruct.pipeline.augment.config import AugmentConfig
 
-    _run_llm_stage(args, job, AugmentConfig, "augment")
+    _run_llm_stage(args, "webinstruct.pipeline.augment.job", AugmentConfig, "augment")
     return 0
 
 
@@ -136,28 +214,33 @@ def _flags(overrides: dict[str, Any]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
     import subprocess
 
-    from webinstruct.training.config import TrainConfig, load_train_config
-    from webinstruct.core.registry import resolve
+    from webinstruct.training.config import check_learning_rates, load_train_config
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    overrides = {k: v for k, v in vars(args).items() if k in names}
+    overrides = C.section_values(args, "train")
     recipe = overrides.pop("recipe", "cpu-demo")
-    cfg = load_train_config(recipe, **overrides)
+    cfg = load_train_config(recipe, flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
+    if _print_config(args, {"train": cfg}, f"launch: --gpus {args.gpus} --nodes {args.nodes}"
+                                          + (" --dry-run" if args.dry_run else "")):
+        return 0
     if args.dry_run:
         from webinstruct.training.dry_run import report
 
         print(report(cfg, args.gpus, args.nodes))
         return 0
+    from webinstruct.core.registry import resolve
+
     resolve(cfg.model, cfg.model_path)  # no weights: the message says where to put them, before anything starts
+    check_learning_rates(cfg)  # before weights are loaded on every rank
     if args.nodes > 1:
         raise ValueError("several nodes: launch with DeepSpeed's launcher and a hostfile, e.g. `deepspeed --hostfile "
-                         "hosts --num_gpus 8 --module webinstruct.training.trainer --config RECIPE ...` (see README, Training)")
+                         "hosts --num_gpus 8 --module webinstruct.training.trainer --config RECIPE ...` (see README, "
+                         "Training)")
     if args.gpus > 1:
+        forwarded = {k: getattr(cfg, k) for k in overrides}
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}", "-m",
-               "webinstruct.training.trainer", "--config", recipe] + _flags(overrides)
+               "webinstruct.training.trainer", "--config", recipe] + _flags(forwarded)
         log.info("launching: %s", " ".join(cmd))
         return subprocess.call(cmd)
     from webinstruct.training.trainer import train_stages
@@ -167,11 +250,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from webinstruct.evaluation import benchmarks
     from webinstruct.evaluation.config import EvalConfig
+
+    recipe = _recipe(args)
+    cfg = C.from_args(EvalConfig, args, recipe, "eval")
+    try:
+        benchmarks.names(cfg.benchmarks)
+    except ValueError as err:
+        where = "--benchmarks" if "eval.benchmarks" in vars(args) else f"{recipe.path or 'default'}: eval.benchmarks"
+        raise C.ConfigError(f"{where}: {err}") from err
+    if _print_config(args, {"eval": cfg}):
+        return 0
     from webinstruct.evaluation.run import evaluate
 
-    recipe = C.load_recipe(args.config)
-    cfg = C.from_args(EvalConfig, args, recipe, "eval")
     results = evaluate(cfg)
     _print_results(results, cfg.eval_dir())
     return 0
@@ -194,17 +286,19 @@ def _print_results(results: dict[str, Any], eval_dir: str) -> None:
 
 
 def cmd_classifier_train(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
 
-    recipe = C.load_recipe(args.config)
+    recipe = _recipe(args)
     cfg = C.from_args(ClassifierConfig, args, recipe, "classifier")
-    seeds = recipe.get("seeds") or {}
-    from webinstruct.pipeline.recall.rounds import SEED_NEGATIVES, SEED_POSITIVES
-
-    pos = args.positives or seeds.get("positives", SEED_POSITIVES)
-    neg = args.negatives or seeds.get("negatives", SEED_NEGATIVES)
+    seeds = _seeds(recipe)
+    seeds = dataclasses.replace(seeds, positives=args.positives or seeds.positives,
+                                negatives=args.negatives or seeds.negatives)
     out = args.out or f"{args.run.rstrip('/')}/classifier/classifier.bin"
-    meta = train_classifier(load_texts(pos), load_texts(neg), out, cfg)
+    if _print_config(args, {"classifier": cfg, "seeds": seeds}, f"model: {out}"):
+        return 0
+    from webinstruct.pipeline.recall.classifier import load_texts, train_classifier
+
+    meta = train_classifier(load_texts(seeds.positives), load_texts(seeds.negatives), out, cfg)
     _print_classifier(meta, out)
     return 0
 
@@ -233,11 +327,16 @@ def cmd_domains_table(args: argparse.Namespace) -> int:
 
 
 def cmd_domains_select(args: argparse.Namespace) -> int:
-    from webinstruct.pipeline.recall.rounds import DomainsConfig, select
+    from webinstruct.pipeline.recall.rounds import DomainsConfig
 
-    recipe = C.load_recipe(args.config)
+    recipe = _recipe(args)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
-    report = select(cfg, _llm_config(args, recipe))
+    llm = _llm_config(args, recipe)
+    if _print_config(args, {"domains": cfg, "llm": llm}):
+        return 0
+    from webinstruct.pipeline.recall.rounds import select
+
+    report = select(cfg, llm)
     print(f"domains -> {cfg.domains_dir()}/selected.json: {len(report['selected'])} selected "
           f"{report['verdict_counts']}: {', '.join(report['selected'][:20])}")
     for domain, label in report.get("labels", {}).items():
@@ -249,13 +348,18 @@ def cmd_domains_select(args: argparse.Namespace) -> int:
 def cmd_domains_round(args: argparse.Namespace) -> int:
     from webinstruct.pipeline.recall.classifier import ClassifierConfig
     from webinstruct.pipeline.recall.config import RecallConfig
-    from webinstruct.pipeline.recall.rounds import DomainsConfig, run_round
+    from webinstruct.pipeline.recall.rounds import DomainsConfig
 
-    recipe = C.load_recipe(args.config)
+    recipe = _recipe(args)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
-    recall_cfg = C.build(RecallConfig, recipe.get("recall"), {"run": cfg.run})
-    clf_cfg = C.build(ClassifierConfig, recipe.get("classifier"))
-    result = run_round(cfg, recall_cfg, clf_cfg, _llm_config(args, recipe))
+    recall_cfg = _section(RecallConfig, recipe, "recall", {"run": cfg.run})
+    clf_cfg = _section(ClassifierConfig, recipe, "classifier")
+    llm = _llm_config(args, recipe)
+    if _print_config(args, {"domains": cfg, "recall": recall_cfg, "classifier": clf_cfg, "llm": llm}):
+        return 0
+    from webinstruct.pipeline.recall.rounds import run_round
+
+    result = run_round(cfg, recall_cfg, clf_cfg, llm)
     ov = result["overlap"]
     print(f"round {result['round']} -> {cfg.round_dir()}: trained on {result['training']}")
     print(f"  previous round recalled {ov['previous']} pages, this round {ov['current']}; "
@@ -274,14 +378,15 @@ def parser() -> argparse.ArgumentParser:
     from webinstruct.pipeline.refine.config import RefineConfig
     from webinstruct.training.config import TrainConfig
 
-    top = argparse.ArgumentParser(prog="webinstruct", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = C.ConfigParser(prog="webinstruct", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--debug", action="store_true", default=False,
+                     help="show the traceback of an error instead of its one-line message")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("recall", help="WARC files -> math/science documents (Beam job)",
                        description="Read WARCs, extract math-aware text, score with fastText, dedup, write shards.")
     _common(p)
-    C.add_arguments(p, RecallConfig)
+    C.add_arguments(p, RecallConfig, section="recall")
     p.set_defaults(func=cmd_recall)
 
     for name, cfg_cls, func, help_text, description in (
@@ -302,17 +407,20 @@ def parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description)
         _common(p)
         C.add_arguments(p, cfg_cls, section=name)
-        C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
+        C.add_arguments(p, LLMConfig, section="llm", prefix="llm-")
         p.set_defaults(func=func)
 
     p = sub.add_parser("train", help="fine-tune a model with DeepSpeed on WebInstruct / MetaMathQA shards",
                        description="Train MODEL (a registry name or a model folder) with the recipe's settings "
                                    "(infra/recipes/train/<recipe>.yaml); flags override the recipe. --dry-run "
                                    "prints the plan (parameters, memory per GPU per ZeRO stage, steps) without weights.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _base(p)
+    _print_config_flag(p)
     p.add_argument("--dry-run", action="store_true", help="plan only: no weights, no training (DRY_RUN=1)")
-    p.add_argument("--gpus", type=int, default=1, help="processes (GPUs) per node; >1 launches torchrun")
-    p.add_argument("--nodes", type=int, default=1, help="nodes (the plan; training on several uses DeepSpeed's launcher)")
+    p.add_argument("--gpus", type=C.checked(int, 1), default=1,
+                   help="processes (GPUs) per node; >1 launches torchrun")
+    p.add_argument("--nodes", type=C.checked(int, 1), default=1,
+                   help="nodes (the plan; training on several uses DeepSpeed's launcher)")
     C.add_arguments(p, TrainConfig, section="train")
     p.set_defaults(func=cmd_train)
 
@@ -330,11 +438,12 @@ def parser() -> argparse.ArgumentParser:
     ev_sub = p.add_subparsers(dest="action", required=False, metavar="ACTION")
     rp = ev_sub.add_parser("rescore", help="re-grade saved predictions without generating",
                            description="Re-grade RUN/eval/predictions with both graders and rewrite the results.")
-    rp.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _base(rp)
     rp.add_argument("--run", default="runs/sample", help="run directory (default: runs/sample)")
     rp.add_argument("--dir", default="", help="evaluation folder (default: RUN/eval)")
-    rp.add_argument("--workers", type=int, default=2, help="robust-grader processes")
-    rp.add_argument("--timeout", type=float, default=5.0, help="seconds per answer for symbolic checks")
+    rp.add_argument("--workers", type=C.checked(int, 1), default=2, help="robust-grader processes")
+    rp.add_argument("--timeout", type=C.checked(float, 0, strict=True), default=5.0,
+                    help="seconds per answer for symbolic checks")
     rp.set_defaults(func=cmd_eval_rescore)
 
     llm = sub.add_parser("llm", help="start or stop the local OpenAI-compatible LLM server (vLLM)")
@@ -345,7 +454,7 @@ def parser() -> argparse.ArgumentParser:
                                  description="Start vLLM's OpenAI-compatible server on 127.0.0.1 and print its URL.")
     stop_p = llm_sub.add_parser("stop", help="stop the server started with `llm serve --detach`")
     for p in (serve_p, stop_p):
-        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        _base(p)
     llm_server.add_arguments(serve_p, stop_p)
 
     clf = sub.add_parser("classifier", help="train or try the fastText recall classifier")
@@ -357,10 +466,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", nargs="+", help="negative JSON-lines files, field `text` (.gz ok)")
     p.add_argument("--run", default="runs/sample", help="run directory (model goes to RUN/classifier/)")
     p.add_argument("--out", default="", help="model path (default RUN/classifier/classifier.bin)")
-    C.add_arguments(p, ClassifierConfig)
+    C.add_arguments(p, ClassifierConfig, section="classifier")
     p.set_defaults(func=cmd_classifier_train)
     p = clf_sub.add_parser("score", help="score texts given as arguments or lines on stdin")
-    _common(p)
+    _common(p, print_config=False)
     p.add_argument("--model", default="runs/sample/classifier/classifier.bin")
     p.add_argument("text", nargs="*")
     p.set_defaults(func=cmd_classifier_score)
@@ -368,30 +477,37 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("domains", help="domain table, selection and domain rounds")
     d_sub = d.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = d_sub.add_parser("table", help="print the domain table of a recall run")
-    _common(p)
+    _common(p, print_config=False)
     p.add_argument("--run", default="runs/sample")
     p.add_argument("--recall", default="", help="recall directory (default RUN/recall)")
-    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--top", type=C.checked(int, 1), default=25)
     p.set_defaults(func=cmd_domains_table)
     for name, fn, text in (("select", cmd_domains_select, "mark domains by rule (and labeler)"),
                            ("round", cmd_domains_round, "retrain on selected domains, recall again, report overlap")):
         p = d_sub.add_parser(name, help=text, description=text)
         _common(p)
-        C.add_arguments(p, DomainsConfig)
-        C.add_arguments(p, LLMConfig, prefix="llm-", section="llm")
+        C.add_arguments(p, DomainsConfig, section="domains")
+        C.add_arguments(p, LLMConfig, section="llm", prefix="llm-")
         p.set_defaults(func=fn)
     return top
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """argv -> the namespace `main` runs (pass-through options such as --runner-options included)."""
+    return parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _setup_logging("-v" in argv or "--verbose" in argv)
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     from webinstruct.core.shards import MissingInput
 
     try:
         return args.func(args)
     except (MissingInput, FileNotFoundError, ValueError, ConnectionError) as err:
+        if args.debug:
+            raise
         print(f"webinstruct {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
+from webinstruct.core.procs import free_port
+
 MAX_BODY = 1 << 20
 MAX_HANG_S = 30.0
 
@@ -179,7 +181,4 @@ class FaultServer:
 
 def dead_url() -> str:
     """A loopback URL where nothing listens (a port just freed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"

@@ -222,9 +222,10 @@ def test_skip_reasons():
 
 # --- few-shot data and prompt messages -------------------------------------------------------
 
-def test_fewshot_json_is_reproducible(shared):
+def test_fewshot_json_is_reproducible(testdata):
+    """data/fewshot/metamath.json rebuilds from MetaMath's prompt files (bundled in tests/fixtures)."""
     script = ROOT / "data" / "fewshot" / "build_metamath.py"
-    done = subprocess.run([sys.executable, str(script), "--shared", str(shared), "--check"],
+    done = subprocess.run([sys.executable, str(script), "--shared", str(testdata), "--check"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -270,9 +271,9 @@ def test_exemplar_rendering_details():
         prompts.messages("sv_rewrite", "gsm8k", "How many?")
 
 
-def test_fewshot_data_is_verbatim(shared):
+def test_fewshot_data_is_verbatim(testdata):
     data = prompts.fewshot("fobar", "gsm8k")
-    text = (shared / "fewshot" / "metamath" / data["file"]).read_text(encoding="utf-8")
+    text = (testdata / "fewshot" / "metamath" / data["file"]).read_text(encoding="utf-8")
     assert text.startswith(data["instruction"])
     for ex in data["examples"]:
         assert f"Question: {ex['question']}\nA: {ex['answer']}" in text

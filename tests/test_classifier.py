@@ -1,7 +1,10 @@
-"""The recall classifier and its text normalisation, on real seed documents from shared/seeds."""
+"""The recall classifier and its text normalisation, on real seed documents (data/seeds, the
+bundled copy of shared/seeds)."""
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import pickle
 from pathlib import Path
 
@@ -12,21 +15,28 @@ from webinstruct.pipeline.recall.classifier import (Classifier, ClassifierConfig
                                         choose_threshold, load_texts, train_classifier)
 from webinstruct.pipeline.text.normalize import content_hash, normalize_for_classifier
 
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
+from conftest import SEEDS
+
 N_TRAIN, N_HELD = 800, 100
+# The bundled seeds keep shared/seeds' order: positive.jsonl.gz is positive.jsonl, and
+# negative.jsonl.xz starts with negative.jsonl's rows (then the negative_extra_* files).
+POSITIVE, NEGATIVE = SEEDS / "positive.jsonl.gz", SEEDS / "negative.jsonl.xz"
 
-pytestmark = pytest.mark.skipif(not (SEEDS / "positive.jsonl").exists(),
-                                reason=f"seed data not found at {SEEDS}")
 
-
-def _rows(name: str) -> list[dict]:
-    with open(SEEDS / name, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+def _rows(path: Path, limit: int = N_TRAIN + N_HELD) -> list[dict]:
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if len(rows) == limit:
+                break
+            rows.append(json.loads(line))
+    return rows
 
 
 @pytest.fixture(scope="module")
 def seeds():
-    pos, neg = _rows("positive.jsonl"), _rows("negative.jsonl")
+    pos, neg = _rows(POSITIVE), _rows(NEGATIVE)
     return {
         "train_pos": [r["text"] for r in pos[:N_TRAIN]],
         "train_neg": [r["text"] for r in neg[:N_TRAIN]],
@@ -41,7 +51,7 @@ def trained(seeds, tmp_path_factory):
     out = tmp_path_factory.mktemp("clf") / "classifier.bin"
     cfg = ClassifierConfig(threads=1)  # one thread: the same model every run
     meta = train_classifier(seeds["train_pos"], seeds["train_neg"], str(out), cfg,
-                            sources={"positives": [str(SEEDS / "positive.jsonl")]})
+                            sources={"positives": [str(POSITIVE)]})
     return out, meta
 
 

@@ -9,18 +9,14 @@ from webinstruct.pipeline.text.cleanup import remove_chrome
 from webinstruct.pipeline.text.fidelity import load_reference_pairs, score_page
 from webinstruct.pipeline.text.html_text import decode_html, html_to_text
 
-WEB = Path(__file__).resolve().parents[1].parent / "shared" / "web"
 
-
-def page_text(name: str) -> str:
-    if not (WEB / "html_math").is_dir():
-        pytest.skip("../shared/web is not present")
-    html, _ = decode_html((WEB / "html_math" / name).read_bytes())
+def page_text(path: Path) -> str:
+    html, _ = decode_html(path.read_bytes())
     return html_to_text(html)
 
 
-def test_stackexchange_widgets_go_and_the_math_stays():
-    text = page_text("math.stackexchange_4082284_diagonal-matrix.html")
+def test_stackexchange_widgets_go_and_the_math_stays(web):
+    text = page_text(web / "html_math" / "math.stackexchange_4082284_diagonal-matrix.html")
     clean, n = remove_chrome(text)
     for chrome in ("Asked 3 years", "Viewed 234 times", "Sorted by:", "$\\begingroup$", "Commented Mar 31"):
         assert chrome in text and chrome not in clean, chrome
@@ -39,12 +35,11 @@ def test_only_whole_lines_go():
 
 
 @pytest.mark.parametrize("pair", range(9))
-def test_cleanup_keeps_every_tex_command_of_the_reference_pages(pair):
-    if not (WEB / "expected").is_dir():
-        pytest.skip("../shared/web is not present")
-    name, html_path, expected = load_reference_pairs(WEB)[pair]
-    html, _ = decode_html(Path(html_path).read_bytes())
-    text = html_to_text(html)
+def test_cleanup_keeps_every_tex_command_of_the_reference_pages(web, pair):
+    pairs = load_reference_pairs(web)
+    assert len(pairs) == 9
+    name, html_path, expected = pairs[pair]
+    text = page_text(html_path)
     before, after = score_page(expected, text), score_page(expected, remove_chrome(text)[0])
     assert after["tex_recall"] == before["tex_recall"] == 1.0, name
     # The references (llm-webkit) keep chrome words ("up vote 68 down vote accepted", "add a comment"):

@@ -223,7 +223,7 @@ def test_write_atomic_leaves_no_partial_file(tmp_path):
     target = str(tmp_path / "out" / "x.json")
     report.write_atomic(target, b"old")
     with pytest.raises(TypeError):
-        report.write_atomic(target, "not bytes")  # fails while writing the temp file
+        report.write_atomic(target, 12345)  # neither bytes nor text
     assert read(target) == "old"
     assert os.listdir(os.path.dirname(target)) == ["x.json"]
 

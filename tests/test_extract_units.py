@@ -12,12 +12,12 @@ from webinstruct.pipeline.extract.structured import structured_qa
 from webinstruct.pipeline.extract.transforms import structured_pairs
 
 
-def _page(shared, name):
-    return (shared / "web" / "html_math" / f"{name}.html").read_text(encoding="utf-8", errors="replace")
+def _page(web, name):
+    return (web / "html_math" / f"{name}.html").read_text(encoding="utf-8", errors="replace")
 
 
-def test_stackexchange_pages_give_their_pairs(shared):
-    qa, source = structured_qa(_page(shared, "math.stackexchange_458323_is-8327-1-prime"))
+def test_stackexchange_pages_give_their_pairs(web):
+    qa, source = structured_qa(_page(web, "math.stackexchange_458323_is-8327-1-prime"))
     assert source == "microdata" and len(qa) == 1
     item = qa[0]
     assert item["question"].startswith("Is $83^{27} +1 $ a prime number?")
@@ -26,16 +26,16 @@ def test_stackexchange_pages_give_their_pairs(shared):
     assert first["accepted"] and first["score"] == 68
     assert "$83^{27}+1$ is even" in first["text"]
     assert [a["score"] for a in item["answers"][1:]] == sorted((a["score"] for a in item["answers"][1:]), reverse=True)
-    qa, _ = structured_qa(_page(shared, "math.stackexchange_4082284_diagonal-matrix"))
+    qa, _ = structured_qa(_page(web, "math.stackexchange_4082284_diagonal-matrix"))
     assert "\\mathbf{y}" in qa[0]["question"] and qa[0]["answers"][0]["accepted"]
-    qa, _ = structured_qa(_page(shared, "physics.stackexchange_621479_charge-continuity"))
+    qa, _ = structured_qa(_page(web, "physics.stackexchange_621479_charge-continuity"))
     assert "Ohm's law" in qa[0]["question"]
 
 
-def test_pages_without_markup_have_none(shared):
+def test_pages_without_markup_have_none(web):
     for name in ("mathhelpforum_76128_integral-question", "wikipedia_mobile_variance_mathml",
                  "libretexts_multiply-divide-integers"):
-        assert structured_qa(_page(shared, name)) == ([], "")
+        assert structured_qa(_page(web, name)) == ([], "")
 
 
 def test_jsonld_faq_and_qapage():

@@ -130,9 +130,10 @@ def test_missing_inputs_are_clear(tmp_path, small_classifier):
         job.execute(RecallConfig(warc=WARCS, run=str(tmp_path)), str(tmp_path / "none.bin"))
 
 
-def test_make_recall_on_any_warcs(tmp_path, shared):
-    """`make recall WARC=... RUN=...` with the default classifier trained from the bundled seeds."""
-    warcs = f"{shared}/web/warc/*.warc.gz"
+def test_make_recall_on_any_warcs(tmp_path, web):
+    """`make recall WARC=... RUN=...` with the default classifier trained from the bundled seeds,
+    on the six gzipped WARCs of shared/web/warc (bundled)."""
+    warcs = f"{web}/warc/*.warc.gz"
     out = subprocess.run(["make", "-s", "recall", f"WARC={warcs}", f"RUN={tmp_path}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]

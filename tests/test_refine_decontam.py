@@ -17,8 +17,7 @@ import pytest
 from webinstruct.pipeline.refine import decontam
 from webinstruct.pipeline.refine.decontam import NGramIndex, benchmark_texts, tokenize
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+from conftest import BENCHMARKS, ROOT  # data/benchmarks: shared/benchmarks, gzipped
 
 # benchmark -> (file, question field) of the real records the planted tests copy.
 PLANTED = {
@@ -38,6 +37,9 @@ AFTER = "Could somebody walk me through the steps? I tried twice and keep gettin
 
 @functools.lru_cache(maxsize=None)
 def _records(path: Path) -> list[dict]:
+    """The records of a benchmark file, read from `path` or its gzipped copy `path`.gz."""
+    if not path.exists():
+        path = path.with_name(path.name + ".gz")
     out: list[dict] = []
     for value in decontam.read_json(path):
         out.extend(value if isinstance(value, list) else [value])
@@ -53,8 +55,6 @@ def _questions(name: str, count: int = 3, min_words: int = 20) -> list[str]:
 
 @pytest.fixture(scope="module")
 def index() -> NGramIndex:
-    if not BENCHMARKS.is_dir():
-        pytest.skip("../shared/benchmarks is not present")
     t0 = time.perf_counter()
     built = NGramIndex.build([BENCHMARKS])
     built.build_seconds = time.perf_counter() - t0

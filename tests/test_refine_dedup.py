@@ -2,16 +2,17 @@
 their numbers stay apart, and the result does not depend on the input order."""
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import time
-from pathlib import Path
 
 import pytest
 
 from webinstruct.pipeline.refine.dedup import NearDup, dedup, normalize, tokens
 
-BENCHMARKS = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+from conftest import BENCHMARKS  # data/benchmarks: shared/benchmarks, gzipped
+
 
 # 30 words, one number.
 LONG = ("A farmer plants apple trees along the northern edge of his field and pear trees along the "
@@ -129,10 +130,8 @@ def test_five_word_shingles_would_miss_one_changed_word():
 
 @pytest.fixture(scope="module")
 def real_questions() -> list[str]:
-    path = BENCHMARKS / "gsm8k" / "GSM8K_test.jsonl"
-    if not path.exists():
-        pytest.skip("../shared/benchmarks is not present")
-    return [json.loads(line)["query"] for line in path.open(encoding="utf-8")]
+    with gzip.open(BENCHMARKS / "gsm8k" / "GSM8K_test.jsonl.gz", "rt", encoding="utf-8") as f:
+        return [json.loads(line)["query"] for line in f]
 
 
 def test_planted_duplicates_among_real_questions(real_questions):

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from webinstruct.core.procs import free_port
 from webinstruct.training.batches import StepOrder, collate
 from webinstruct.training.config import load_train_config
 from webinstruct.training.data import pack
@@ -29,12 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "data" / "seeds" / "positive.jsonl.gz"
 PY = sys.executable
 STEPS, SAVE_EVERY, LR, WARMUP_RATIO = 12, 4, 3e-3, 0.1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _gsm8k_pairs(n: int) -> list[dict[str, str]]:
@@ -84,7 +78,7 @@ def tiny(tmp_path_factory, llm_model_dir) -> dict:
 def _launch(tiny: dict, run: Path, log: Path) -> subprocess.Popen:
     """torchrun with two CPU processes, in its own process group (so kill -9 reaches the workers)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "webinstruct.training.trainer", "--config", tiny["recipe"], "--model", tiny["model"], "--run-dir", str(run)]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -26,7 +26,8 @@ def accounted(counts) -> int:
                                          if k.startswith(("skipped_record_", "dropped_")))
 
 
-# file -> (pages, records read) measured on the real files in ../shared/web/warc
+# file -> (pages, records read) measured on the real files of shared/web/warc (all bundled: five in
+# data/sample/warc, three in tests/fixtures/web/warc; the `web` fixture gathers them)
 EXPECTED = {
     "cc-main-2020-34_excerpt.resiliparse.warc.gz": (16, 50),
     "clueweb22_quirk.resiliparse.warc.gz": (29, 30),
@@ -40,8 +41,8 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_real_warcs(shared, name):
-    pages, counts = read(shared / "web" / "warc" / name)
+def test_real_warcs(web, name):
+    pages, counts = read(web / "warc" / name)
     n_pages, n_records = EXPECTED[name]
     assert len(pages) == n_pages
     assert counts["records_read"] == n_records
@@ -52,14 +53,14 @@ def test_real_warcs(shared, name):
         assert isinstance(p["html"], str) and p["html"]
 
 
-def test_named_reasons(shared):
-    _, counts = read(shared / "web" / "warc" / "clipped.resiliparse.warc.gz")
+def test_named_reasons(web):
+    _, counts = read(web / "warc" / "clipped.resiliparse.warc.gz")
     assert counts["dropped_truncated_record"] == 1
-    _, counts = read(shared / "web" / "warc" / "dolma_sample-0000.warc.gz")
+    _, counts = read(web / "warc" / "dolma_sample-0000.warc.gz")
     assert counts["dropped_content_type"] == 2 and counts["skipped_record_request"] == 22
-    _, counts = read(shared / "web" / "warc" / "example.warcio.warc.gz")
+    _, counts = read(web / "warc" / "example.warcio.warc.gz")
     assert counts["skipped_record_revisit"] == 1
-    pages, _ = read(shared / "web" / "warc" / "example-iana.org-chunked.warcio.warc")
+    pages, _ = read(web / "warc" / "example-iana.org-chunked.warcio.warc")
     assert "Internet Assigned Numbers Authority" in pages[0]["html"]  # de-chunked
 
 

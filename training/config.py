@@ -9,11 +9,27 @@ import dataclasses
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
-from webinstruct.core.config import build, load_recipe, option
+from typing_extensions import Required, TypedDict
+
+import annotated_types as at
+import pydantic
+
+from webinstruct.core.config import (ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                     Share, build, load_recipe, option, validate)
 from webinstruct.core.resources import infra_path
 
 RECIPES_DIR = infra_path("recipes", "train")
+
+
+
+@pydantic.with_config(pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
+class DataSource(TypedDict, total=False):
+    """One entry of `train.data`."""
+    path: Required[str]
+    weight: NonNegativeFloat
+    name: str
 
 
 @dataclass
@@ -22,29 +38,29 @@ class TrainConfig:
     model_path: str = option("", "folder with the model's weights (MODEL_PATH); default: the cache folder")
     recipe: str = option("cpu-demo", "recipe name (infra/recipes/train/<recipe>.yaml): picks the paper learning rate")
     run: str = option("runs/sample", "run directory; training writes RUN/train/<model>/")
-    data: list = option([], "data sources, recipe only: [{path, weight, name}]; a path may use {run}; "
+    data: list[DataSource] = option([], "data sources, recipe only: [{path, weight, name}]; a path may use {run}; "
                             "empty: the WebInstruct shards in RUN/refine", cli=False)
-    format: str = option("chat", "prompt format: chat (the tokenizer's chat template) or alpaca (MetaMath's prompt)")
-    max_len: int = option(512, "tokens per sequence; longer responses are cut, longer prompts dropped")
-    global_batch: int = option(8, "sequences per optimizer step, over all processes (micro batch x accumulation x world)")
-    micro_batch: int = option(2, "sequences per process per forward pass")
-    epochs: int = option(1, "passes over the data")
-    max_steps: int = option(0, "stop after this many optimizer steps (0: no cap); the schedule spans the capped run")
-    lr: float = option(0.0, "learning rate; 0: the recipe's value for this model (`lrs`), else the paper's")
-    lrs: dict = option({}, "learning rate per model name, recipe only", cli=False)
-    warmup_ratio: float = option(0.03, "share of the steps with linear warmup")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    schedule: str = option("cosine", "learning-rate schedule after warmup: cosine, linear or constant")
-    zero_stage: int = option(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3")
-    offload: str = option("none", "ZeRO offload to CPU memory: none, optimizer, or optimizer+params (stage 3)")
+    format: Literal["chat", "alpaca"] = option("chat", "prompt format: chat (the tokenizer's chat template) or alpaca (MetaMath's prompt)")
+    max_len: PositiveInt = option(512, "tokens per sequence; longer responses are cut, longer prompts dropped")
+    global_batch: PositiveInt = option(8, "sequences per optimizer step, over all processes (micro batch x accumulation x world)")
+    micro_batch: PositiveInt = option(2, "sequences per process per forward pass")
+    epochs: PositiveInt = option(1, "passes over the data")
+    max_steps: NonNegativeInt = option(0, "stop after this many optimizer steps (0: no cap); the schedule spans the capped run")
+    lr: NonNegativeFloat = option(0.0, "learning rate; 0: the recipe's value for this model (`lrs`), else the paper's")
+    lrs: dict[str, PositiveFloat] = option({}, "learning rate per model name, recipe only", cli=False)
+    warmup_ratio: Share = option(0.03, "share of the steps with linear warmup")
+    weight_decay: NonNegativeFloat = option(0.0, "AdamW weight decay")
+    schedule: Literal["cosine", "linear", "constant"] = option("cosine", "learning-rate schedule after warmup: cosine, linear or constant")
+    zero_stage: Annotated[int, at.Ge(0), at.Le(3)] = option(2, "DeepSpeed ZeRO stage: 0, 1, 2 or 3")
+    offload: Literal["none", "optimizer", "optimizer+params"] = option("none", "ZeRO offload to CPU memory: none, optimizer, or optimizer+params (stage 3)")
     bf16: bool = option(True, "bf16 mixed precision (GPUs); false: fp32 (CPUs)")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
     padding_free: bool = option(True, "without packing: put each micro batch's sequences in one row with restarted "
                                       "position ids instead of padding them (no pad tokens); false: pad to the longest")
     packing: bool = option(False, "pack several sequences per row (position ids restart per sequence)")
     seed: int = option(42, "seed of data order and mixing")
-    save_every: int = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
-    keep_checkpoints: int = option(2, "newest checkpoints kept on disk (0: all)")
+    save_every: NonNegativeInt = option(0, "save a checkpoint every N optimizer steps (0: only at the end)")
+    keep_checkpoints: NonNegativeInt = option(2, "newest checkpoints kept on disk (0: all)")
     name: str = option("", "output folder under RUN/train (default: the model's name)")
     then: dict = option({}, "recipe only: a second stage that starts from this stage's final model with these "
                             "settings changed (MAmmoTH2's Plus recipe: WebInstruct first, then other data)", cli=False)
@@ -90,8 +106,30 @@ def recipe_path(name_or_path: str) -> str:
     return str(p) if p.suffix in (".yaml", ".yml") else str(RECIPES_DIR / f"{name_or_path}.yaml")
 
 
-def load_train_config(recipe: str = "cpu-demo", **overrides) -> TrainConfig:
-    """TrainConfig from a recipe's `train` section, then overrides (None values ignored)."""
-    section = dict(load_recipe(recipe_path(recipe)).get("train") or {})
+def load_train_config(recipe: str = "cpu-demo", *, flags: dict[str, str] | None = None, **overrides) -> TrainConfig:
+    """TrainConfig from a recipe's `train` section, then overrides (None values ignored).
+
+    Everything is checked here, before a model or a process group exists: the recipe (its only
+    section is `train`; the second stage's `then` settings included) and the overrides; `flags`
+    maps override fields to the flag that gave them, for the error message."""
+    path = recipe_path(recipe)
+    data = load_recipe(path, {"train": TrainConfig})
+    section = dict(data.get("train") or {})
     section.setdefault("recipe", Path(recipe).stem)
-    return build(TrainConfig, section, overrides)
+    then = section.get("then") or {}
+    if then:
+        known = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "then"}
+        bad = sorted(set(then) - known)
+        if bad:
+            raise ConfigError(f"{path}: train.then.{bad[0]}: cannot be set for the second stage (it starts from the "
+                              f"first stage's final model); known: {', '.join(sorted(known))}")
+        validate(TrainConfig, then, section="train.then", source=path)
+    return build(TrainConfig, section, overrides, name="train", source=path, flags=flags)
+
+
+def check_learning_rates(cfg: TrainConfig) -> None:
+    """Every stage has a learning rate: called before weights are loaded or processes launched."""
+    stage: TrainConfig | None = cfg
+    while stage is not None:
+        stage.learning_rate()
+        stage = stage.next_stage()

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from typing import Any
 
-from webinstruct.core.config import add_arguments
+from webinstruct.core.config import ConfigParser, add_arguments, checked, section_values
 from webinstruct.training.config import TrainConfig, load_train_config
 from webinstruct.training.data import mix, pack, read_examples
 from webinstruct.core.formatting import encode_all, ensure_chat_template
@@ -70,15 +70,17 @@ def report(cfg: TrainConfig, n_gpus: int = 1, n_nodes: int = 1) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per node")
-    parser.add_argument("--nodes", type=int, default=1)
-    add_arguments(parser, TrainConfig)
-    args = vars(parser.parse_args(argv))
-    gpus, nodes = args.pop("gpus"), args.pop("nodes")
+    parser = ConfigParser(prog="python -m webinstruct.training.dry_run", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpus", type=checked(int, 1), default=1, help="GPUs per node")
+    parser.add_argument("--nodes", type=checked(int, 1), default=1)
+    add_arguments(parser, TrainConfig, section="train")
+    args = parser.parse_args(argv)
+    overrides = section_values(args, "train")
     try:
-        cfg = load_train_config(args.pop("recipe", "cpu-demo"), **args)
-        print(report(cfg, gpus, nodes))
+        cfg = load_train_config(overrides.pop("recipe", "cpu-demo"),
+                                flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
+        print(report(cfg, args.gpus, args.nodes))
     except (ModelNotFound, FileNotFoundError, ValueError) as err:
         print(f"error: {err}")
         return 2

@@ -22,16 +22,17 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from webinstruct.core.config import add_arguments
+from webinstruct.core.config import ConfigParser, add_arguments, section_values
+from webinstruct.core import io as fio
+from webinstruct.core.procs import free_port
 from webinstruct.training.batches import StepOrder, collate
-from webinstruct.training.config import TrainConfig, load_train_config
+from webinstruct.training.config import TrainConfig, check_learning_rates, load_train_config
 from webinstruct.training.data import mix, pack, padding_share, read_examples
 from webinstruct.core.formatting import encode_all, ensure_chat_template
 from webinstruct.core.registry import ModelNotFound, resolve
@@ -41,19 +42,13 @@ from webinstruct.core.resources import infra_path
 DEEPSPEED_DIR = infra_path("deepspeed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def ensure_dist_env() -> None:
     """A plain `python -m webinstruct.training.trainer` is a world of one: give it what a launcher would set."""
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     os.environ.setdefault("LOCAL_RANK", "0")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
 def deepspeed_config(cfg: TrainConfig, world: int, on_gpu: bool) -> dict[str, Any]:
@@ -115,7 +110,7 @@ class RunLog:
         # A killed run may have logged steps after its last checkpoint: those are trained again.
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= resume_step] if self.path.exists() else []
-        self.path.write_text("".join(line + "\n" for line in kept))
+        fio.write_atomic(self.path, "".join(line + "\n" for line in kept))
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(out / "tb"), purge_step=resume_step + 1)
@@ -125,8 +120,7 @@ class RunLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        fio.append_lines(self.path, [json.dumps(record) + "\n"], durable=False)
         if self.tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -306,7 +300,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         records = log.records()
         stats["tokens_trained"] = sum(r["tokens"] for r in records)
         stats["final_loss"] = records[-1]["loss"] if records else None
-        (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        fio.write_json(out / "stats.json", stats, sort_keys=False)
         if records:
             loss_curve(records, out / "loss.png", f"{resolved.name} ({cfg.recipe})")
         print(f"done: {total} steps, model in {out / 'final'}", flush=True)
@@ -324,18 +318,36 @@ def train_stages(cfg: TrainConfig) -> list[dict[str, Any]]:
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="recipe: a name (infra/recipes/train/<name>.yaml) or a YAML path")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # launchers
-    add_arguments(parser, TrainConfig)
+def parser() -> argparse.ArgumentParser:
+    """The trainer's own flags (what torchrun and DeepSpeed's launcher pass): --config plus the
+    `train` settings, with one-line errors."""
+    p = ConfigParser(prog="python -m webinstruct.training.trainer", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=None, help="recipe: a name (infra/recipes/train/<name>.yaml) or a YAML path")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # launchers
+    add_arguments(p, TrainConfig, section="train")
     # torchrun reads `--run` after the script as an abbreviation of its own --run-path: use --run-dir there.
-    parser.add_argument("--run-dir", dest="run", default=argparse.SUPPRESS, help="same as --run")
-    args = vars(parser.parse_args(argv))
-    args.pop("local_rank")
-    recipe = args.pop("config") or args.get("recipe") or "cpu-demo"
+    p.add_argument("--run-dir", dest="train.run", default=argparse.SUPPRESS, help="same as --run")
+    return p
+
+
+def load_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig from parsed trainer flags, checked before any process group or model exists."""
+    overrides = section_values(args, "train")
+    recipe = args.config or overrides.get("recipe") or "cpu-demo"
+    cfg = load_train_config(recipe, flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
+    check_learning_rates(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        cfg = load_train_config(recipe, **args)
+        cfg = load_from_args(args)  # settings and learning rates: ValueError is a config problem here
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         train_stages(cfg)
     except (ModelNotFound, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
+from webinstruct.core.procs import die_with_parent
+
 START_TIMEOUT = 120.0  # seconds a worker may take to import its modules
 START_FAILURES = 3  # give up (outcome "error" for what is left) after this many failed starts
 _BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
@@ -42,20 +44,10 @@ class Outcome:
     detail: str = ""
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent dies (a killed evaluator must not leave a
-    worker spinning in sympy)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
 def _serve(fd: int) -> None:
     """A worker: receive the function and modules to import, say ready, then answer
     (index, args) requests until told to stop or the parent goes away."""
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # a killed evaluator must not leave a worker spinning in sympy
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     conn = Connection(fd)
     try:

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.pipeline.augment import prompts
 from webinstruct.pipeline.augment import transforms as T
@@ -65,7 +65,7 @@ def acceptance(stats: dict[str, Any]) -> dict[str, float]:
 
 def run(cfg: AugmentConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     files = T.input_files(cfg.input_paths())
-    missing = [f for f in files if not FileSystems.exists(f)]
+    missing = [f for f in files if not fio.exists(f)]
     if not files or missing:
         raise shards.MissingInput(f"no augment input at {', '.join(missing or cfg.input_paths())}: give --input "
                                   "GSM8K/MATH-style JSON lines, or run `make refine` first")

@@ -17,7 +17,6 @@ the persistent cache, so a rerun sends nothing that finished.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -25,6 +24,7 @@ from typing import Any, Iterator
 
 import apache_beam as beam
 
+from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.pipeline.augment import accept, masking, prompts
 from webinstruct.pipeline.augment.inputs import read_seed
@@ -49,7 +49,7 @@ def input_files(paths: list[str]) -> list[str]:
         if found:
             files += found
         else:
-            files += sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+            files += fio.glob(p) if any(c in p for c in "*?[") else [p]
     return files
 
 

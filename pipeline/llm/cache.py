@@ -8,6 +8,8 @@ SQLite in WAL mode: several Beam worker processes may read and write the same fi
 readers run beside the single writer; `busy_timeout` makes a writer wait for the lock instead of
 failing). Every put commits by itself, so a `kill -9` loses only the requests then in flight. WAL
 needs a local file system (not NFS): on a multi-machine runner give each machine its own path.
+That is also why this file is the one artifact that does not go through `webinstruct.core.io`'s
+writers: SQLite's own journal is its crash safety, and a URL is refused (`require_local`).
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import os
 import sqlite3
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterable
+
+from webinstruct.core import io as fio
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -34,8 +37,8 @@ class RequestCache:
     """`key -> JSON value` in an SQLite file; one connection per process and thread."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = fio.require_local(path, "the LLM request cache (an SQLite file)")
+        fio.makedirs(os.path.dirname(os.path.abspath(self.path)))
         self._local = threading.local()
         self._conn()  # create the file and table now, so a bad path fails at construction
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from webinstruct.core.config import option
+from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, option
 
 
 @dataclass
@@ -21,15 +21,15 @@ class LLMConfig:
                                 "(empty: the stage starts the local server)")
     model: str = option("", "served model name (empty: the first model the server lists at /v1/models)")
     api_key: str = option("EMPTY", "API key sent to the server (local servers ignore it)")
-    max_concurrency: int = option(16, "requests in flight per worker process")
-    timeout_s: float = option(120.0, "seconds before one HTTP request is abandoned (then retried)")
-    transport_retries: int = option(3, "the openai client's own retries on connection errors, timeouts, 429 and 5xx")
-    semantic_retries: int = option(2, "our retries on invalid JSON, schema mismatch or a reply cut at max_tokens")
-    temperature: float = option(0.0, "sampling temperature (0: greedy)")
-    retry_temperature: float = option(0.5, "temperature floor on retries after invalid JSON or a schema mismatch "
+    max_concurrency: PositiveInt = option(16, "requests in flight per worker process")
+    timeout_s: PositiveFloat = option(120.0, "seconds before one HTTP request is abandoned (then retried)")
+    transport_retries: NonNegativeInt = option(3, "the openai client's own retries on connection errors, timeouts, 429 and 5xx")
+    semantic_retries: NonNegativeInt = option(2, "our retries on invalid JSON, schema mismatch or a reply cut at max_tokens")
+    temperature: NonNegativeFloat = option(0.0, "sampling temperature (0: greedy)")
+    retry_temperature: NonNegativeFloat = option(0.5, "temperature floor on retries after invalid JSON or a schema mismatch "
                                            "(greedy decoding would repeat the same reply whatever the seed)")
-    max_tokens: int = option(1024, "completion token budget per request")
-    max_tokens_cap: int = option(4096, "upper bound when a reply cut at max_tokens is retried with twice the budget")
+    max_tokens: PositiveInt = option(1024, "completion token budget per request")
+    max_tokens_cap: PositiveInt = option(4096, "upper bound when a reply cut at max_tokens is retried with twice the budget")
     seed: int = option(0, "sampling seed (varied on retries)")
     retry_failed: bool = option(False, "send again requests whose final failure (cut at the cap, invalid JSON, "
                                        "schema mismatch) is recorded in the cache")

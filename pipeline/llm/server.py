@@ -16,25 +16,20 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from webinstruct.core import io as fio
 from webinstruct.core.embedded import DEFAULT_MODEL, EMBEDDED, cache_root, ensure_model  # noqa: F401
+from webinstruct.core.procs import free_port
 
 DEFAULT_PORT = 8000
 
 
 # --------------------------------------------------------------------------- the server
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
 
 # The server is local: never route the readiness probe through an http_proxy from the environment.
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -100,13 +95,13 @@ def _group_members(pgid: int) -> list[int]:
 # engine processes outlive a killed API server. SIGKILL is the last resort: it leaks vLLM's
 # shared-memory buffers in /dev/shm (hundreds of MB).
 _SUPERVISOR = r"""
-import ctypes, os, signal, subprocess, sys, time
-owner, me = int(sys.argv[1]), str(os.getpid())
-if owner:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != owner:
-        sys.exit(1)  # the owner died before prctl took effect
-child = subprocess.Popen(sys.argv[2:])
+import json, os, signal, subprocess, sys, time
+sys.path[:] = json.loads(sys.argv[1])  # the owner's, so webinstruct imports from any directory
+from webinstruct.core.procs import die_with_parent
+owner, me = int(sys.argv[2]), str(os.getpid())
+if owner and not die_with_parent(signal.SIGTERM, owner):
+    sys.exit(1)  # the owner died before the death signal was set up
+child = subprocess.Popen(sys.argv[3:])
 deadline = []
 def stop(signum, frame):
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -138,7 +133,7 @@ def _spawn(cmd: list[str], env: dict[str, str] | None, log, attached: bool) -> s
     vLLM's engine processes too, and a Ctrl-C meant for the parent does not reach the server).
     An attached one dies with this process (strictly: with the thread that started it)."""
     owner = str(os.getpid()) if attached else "0"
-    return subprocess.Popen([sys.executable, "-c", _SUPERVISOR, owner, *cmd], env=env,
+    return subprocess.Popen([sys.executable, "-c", _SUPERVISOR, json.dumps(sys.path), owner, *cmd], env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -170,7 +165,7 @@ class LocalLLMServer:
                  extra_args: list[str] | None = None, cache_dir: str | None = None):
         self.model_dir = ensure_model(model, cache_dir)
         self.model = served_name or (model if model in EMBEDDED else Path(model.rstrip("/")).name)
-        self.host, self.port = host, port or _free_port(host)
+        self.host, self.port = host, port or free_port(host)
         self.url = f"http://{host}:{self.port}/v1"
         self.max_model_len, self.dtype = max_model_len, dtype
         self.kv_cache_gib, self.memory_fraction = kv_cache_gib, memory_fraction
@@ -277,16 +272,12 @@ def _state_file() -> Path:
 
 
 def _write_state(state: dict) -> None:
-    path = _state_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
+    fio.write_json(_state_file(), state, sort_keys=False)
 
 
 def _read_state() -> dict | None:
     try:
-        return json.loads(_state_file().read_text())
+        return fio.read_json(_state_file())
     except (OSError, ValueError):
         return None
 
@@ -382,13 +373,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def add_arguments(serve_parser: argparse.ArgumentParser, stop_parser: argparse.ArgumentParser) -> None:
     """The flags of `webinstruct llm serve` and `webinstruct llm stop`."""
+    from webinstruct.core.config import checked
+
     p = serve_parser
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"model folder or embedded model name (default {DEFAULT_MODEL})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1; 0 picks a free one")
-    p.add_argument("--max-model-len", type=int, default=4096, help="context length (prompt + output); the extract prompt needs 4k with SmolLM2")
-    p.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache size on a CPU, GiB")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the server")
+    p.add_argument("--port", type=checked(int, 0), default=DEFAULT_PORT, help="port on 127.0.0.1; 0 picks a free one")
+    p.add_argument("--max-model-len", type=checked(int, 1), default=4096, help="context length (prompt + output); the extract prompt needs 4k with SmolLM2")
+    p.add_argument("--kv-cache-gib", type=checked(int, 1), default=2, help="KV cache size on a CPU, GiB")
+    p.add_argument("--timeout", type=checked(float, 0, strict=True), default=300.0, help="seconds to wait for the server")
     p.add_argument("--detach", action="store_true",
                    help="return once the server answers and leave it running (stop: `llm stop`)")
     p.set_defaults(func=cmd_serve)

@@ -4,6 +4,9 @@ MAmmoTH2 and DeepSeekMath recall candidate documents from Common Crawl with a fa
 trained on seed positives (educational pages) against random web negatives. This module trains it
 (with a held-out split and a decision threshold chosen on that split), saves model + metadata
 atomically, and loads it for scoring. Text goes through `normalize_for_classifier` both ways.
+
+Files go through `webinstruct.core.io`, so the model may live at a URL: fastText reads and writes
+only local files, so a remote model is saved from, and loaded through, a local temporary copy.
 """
 from __future__ import annotations
 
@@ -12,25 +15,28 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+import typing
+from typing import Annotated, Any, Iterable, Literal
+
+import annotated_types as at
 
 import numpy as np
 
-from webinstruct.core.config import option
+from webinstruct.core import io as fio
+from webinstruct.core.config import NonNegativeInt, PositiveFloat, PositiveInt, option
 from webinstruct.core.shards import open_text
 from webinstruct.pipeline.text.normalize import NORMALIZE_VERSION, normalize_for_classifier
 
 log = logging.getLogger(__name__)
 
 POS, NEG = "__label__pos", "__label__neg"
-RULES = ("precision", "percentile")
+Rule = Literal["precision", "percentile"]
+RULES: tuple[str, ...] = typing.get_args(Rule)
 
 
 @dataclass
@@ -47,26 +53,26 @@ class ClassifierConfig:
     educational pages are rare, the same threshold has far lower precision: raise
     target_precision, or re-pick the threshold on a sample of the crawl.
     """
-    dim: int = option(256, "fastText vector size")
-    lr: float = option(0.1, "fastText learning rate")
-    word_ngrams: int = option(3, "word n-grams up to this length")
-    min_count: int = option(3, "drop words seen fewer times")
-    epoch: int = option(3, "training epochs")
-    bucket: int = option(200_000, "hash buckets for word n-grams (2M default of fastText with "
+    dim: PositiveInt = option(256, "fastText vector size")
+    lr: PositiveFloat = option(0.1, "fastText learning rate")
+    word_ngrams: PositiveInt = option(3, "word n-grams up to this length")
+    min_count: NonNegativeInt = option(3, "drop words seen fewer times")
+    epoch: PositiveInt = option(3, "training epochs")
+    bucket: NonNegativeInt = option(200_000, "hash buckets for word n-grams (2M default of fastText with "
                                   "dim 256 makes a 2 GB model)")
-    loss: str = option("softmax", "fastText loss: softmax, hs, ns or ova")
-    threads: int = option(2, "training threads; 1 makes training bit-reproducible")
+    loss: Literal["softmax", "hs", "ns", "ova"] = option("softmax", "fastText loss: softmax, hs, ns or ova")
+    threads: PositiveInt = option(2, "training threads; 1 makes training bit-reproducible")
     seed: int = option(0, "seed for the shuffle, the held-out split and fastText")
-    holdout: float = option(0.1, "fraction of each class held out to measure and pick the "
+    holdout: Annotated[float, at.Gt(0), at.Lt(1)] = option(0.1, "fraction of each class held out to measure and pick the "
                                  "threshold")
-    threshold_rule: str = option("precision", "how to pick the threshold: 'precision' (lowest "
+    threshold_rule: Rule = option("precision", "how to pick the threshold: 'precision' (lowest "
                                  "threshold reaching target_precision on held-out, else best "
                                  "F1) or 'percentile' (keep the top `percentile` percent of "
                                  "held-out docs)")
-    target_precision: float = option(0.98, "held-out precision the 'precision' rule must reach")
-    percentile: float = option(50.0, "'percentile' rule: percent of held-out documents (both "
+    target_precision: Annotated[float, at.Gt(0), at.Le(1)] = option(0.98, "held-out precision the 'precision' rule must reach")
+    percentile: Annotated[float, at.Gt(0), at.Le(100)] = option(50.0, "'percentile' rule: percent of held-out documents (both "
                                      "classes) scoring at or above the threshold")
-    max_chars: int = option(20000, "characters of normalised text the classifier sees")
+    max_chars: PositiveInt = option(20000, "characters of normalised text the classifier sees")
 
     def __post_init__(self) -> None:
         if self.threshold_rule not in RULES:
@@ -188,17 +194,8 @@ def _dedup(texts: list[str], cfg: ClassifierConfig) -> tuple[list[tuple[str, str
     return out, empty, dup
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temporary name in path's directory, then os.replace it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; workers running as another user must read it
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+# The name tests/test_classifier.py imports; the one atomic writer is webinstruct.core.io's.
+_atomic_write = fio.write_atomic_with
 
 
 def _fasttext_version() -> str:
@@ -269,18 +266,15 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
     train = [(t, True) for t in pos[n_hold_pos:]] + [(t, False) for t in neg[n_hold_neg:]]
     rng.shuffle(train)  # fastText reads the file in order: interleave the classes
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, train_file = tempfile.mkstemp(dir=out.parent, prefix=".fasttext-train.", suffix=".txt")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    out = str(out_path)
+    # fastText reads its training set from a local file: a scratch file beside a local model.
+    with fio.scratch_file(out, prefix=".fasttext-train.", suffix=".txt") as train_file:
+        with open(train_file, "w", encoding="utf-8") as fh:
             for text, is_pos in train:
                 fh.write(f"{POS if is_pos else NEG} {text}\n")
         t0 = time.time()
         model, nan_retries = _train_fasttext(train_file, cfg)
         train_seconds = time.time() - t0
-    finally:
-        os.unlink(train_file)
 
     scores = np.asarray(_predict_pos(model, [t for t, _ in held]))
     labels = np.array([y for _, y in held], dtype=bool)
@@ -289,10 +283,10 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
         log.warning("target precision %.3f not reached on held-out; using the best-F1 threshold",
                     cfg.target_precision)
 
-    _atomic_write(out, model.save_model)
+    fio.write_atomic_with(out, model.save_model)
     meta = {
-        "model_path": out.name,
-        "model_bytes": out.stat().st_size,
+        "model_path": fio.basename(out),
+        "model_bytes": fio.size(out),
         "config": dataclasses.asdict(cfg),
         "threshold": threshold,
         "threshold_rule": cfg.threshold_rule,
@@ -309,8 +303,8 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
             "heldout_pos": n_hold_pos, "heldout_neg": n_hold_neg,
             "vocabulary": len(model.words),
         },
-        "training_data": {role: [{"path": str(p), "bytes": os.path.getsize(p)
-                                  if os.path.exists(p) else None} for p in paths]
+        "training_data": {role: [{"path": str(p), "bytes": fio.size(p) if fio.exists(p) else None}
+                                 for p in paths]
                           for role, paths in (sources or {}).items()},
         "normalize_version": NORMALIZE_VERSION,
         "fasttext_version": _fasttext_version(),
@@ -319,14 +313,17 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
         "total_seconds": round(time.time() - started, 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_write(meta_path(out), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    fio.write_json(meta_path(out), meta, sort_keys=False)
     return meta
 
 
 # ---- scoring ----------------------------------------------------------------------------------
 
-def meta_path(model_path: str | Path) -> Path:
-    return Path(model_path).with_suffix(".json")
+def meta_path(model_path: str | Path) -> str:
+    """The metadata file of a model: its name with the suffix replaced by .json."""
+    path = str(model_path)
+    stem, dot, suffix = path.rpartition(".")
+    return f"{stem}.json" if dot and "/" not in suffix else f"{path}.json"
 
 
 def _predict_pos(model, norm_texts: list[str], batch_size: int = 1024) -> list[float]:
@@ -349,7 +346,7 @@ class Classifier:
     stores only the path and reloads on unpickle.
     """
 
-    def __init__(self, model: Any, meta: dict[str, Any], path: Path):
+    def __init__(self, model: Any, meta: dict[str, Any], path: str):
         self.model, self.meta, self.path = model, meta, path
         self.threshold: float = float(meta["threshold"])
         self.max_chars: int = int(meta["config"]["max_chars"])
@@ -357,24 +354,26 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path) -> "Classifier":
         """Load `path` (the model file, or a directory holding classifier.bin) and its metadata."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / "classifier.bin"
-        if not p.is_file():
+        p = str(path)
+        if fio.isdir(p):
+            p = fio.join(p, "classifier.bin")
+        if not fio.isfile(p):
             raise FileNotFoundError(
                 f"no classifier at {p}: run `webinstruct classifier train` first")
         mp = meta_path(p)
-        if not mp.is_file():
+        if not fio.isfile(mp):
             raise FileNotFoundError(f"classifier metadata {mp} is missing: retrain with "
                                     "`webinstruct classifier train`")
-        meta = json.loads(mp.read_text())
-        if meta.get("model_bytes") not in (None, p.stat().st_size):
+        meta = fio.read_json(mp)
+        if meta.get("model_bytes") not in (None, fio.size(p)):
             raise ValueError(f"{p} and {mp} do not belong together (size differs from metadata)")
         if meta.get("normalize_version") != NORMALIZE_VERSION:
             log.warning("%s was trained with normalize version %s, this code has %s: retrain",
                         p, meta.get("normalize_version"), NORMALIZE_VERSION)
         import fasttext
-        return cls(fasttext.load_model(str(p)), meta, p)
+        with fio.local_copy(p) as local:  # fastText reads the whole model into memory
+            model = fasttext.load_model(local)
+        return cls(model, meta, p)
 
     def __reduce__(self):
         return (Classifier.load, (str(self.path),))

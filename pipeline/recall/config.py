@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
 
 from webinstruct.pipeline.runners import RunnerSettings
-from webinstruct.core.config import option
+from webinstruct.core.config import NonNegativeInt, PositiveInt, Share, option
 
 SAMPLE_WARC = "data/sample/warc/*.warc*"
 
@@ -15,16 +18,16 @@ class RecallConfig(RunnerSettings):
     run: str = option("runs/sample", "run directory; recall writes RUN/recall/")
     out: str = option("", "output directory (default RUN/recall)")
     classifier: str = option("", "fastText model (default RUN/classifier/classifier.bin, trained from the bundled seeds when absent)")
-    threshold: float = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
+    threshold: Annotated[float, at.Ge(-1), at.Le(1)] = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
     prefilter: bool = option(False, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages "
                              "(off by default: our extraction is fast enough that it did not pay on real pages, see bench/RESULTS.md)")
-    prefilter_threshold: float = option(0.05, "cheap-text score below which a page is dropped without full extraction")
-    min_latin_share: float = option(0.5, "drop pages whose letters are less than this share Latin script (0 keeps all scripts)")
-    min_chars: int = option(200, "drop pages whose extracted text is shorter than this")
-    max_page_bytes: int = option(2_000_000, "drop HTML payloads larger than this (Common Crawl truncates at 1 MiB)")
-    num_shards: int = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")
-    dedup_buckets: int = option(16, "hash buckets for the URL deduplication shuffle")
-    round: int = option(1, "domain round number recorded on each document")
+    prefilter_threshold: Share = option(0.05, "cheap-text score below which a page is dropped without full extraction")
+    min_latin_share: Share = option(0.5, "drop pages whose letters are less than this share Latin script (0 keeps all scripts)")
+    min_chars: NonNegativeInt = option(200, "drop pages whose extracted text is shorter than this")
+    max_page_bytes: PositiveInt = option(2_000_000, "drop HTML payloads larger than this (Common Crawl truncates at 1 MiB)")
+    num_shards: PositiveInt = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")
+    dedup_buckets: PositiveInt = option(16, "hash buckets for the URL deduplication shuffle")
+    round: PositiveInt = option(1, "domain round number recorded on each document")
 
     def out_dir(self) -> str:
         return self.out or f"{self.run.rstrip('/')}/recall"

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.core.resources import bundled
 from webinstruct.pipeline.recall import transforms as T
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 def expand_inputs(patterns: list[str]) -> list[str]:
     """Every file matching the WARC globs, sorted; a clear error when nothing matches."""
     paths: set[str] = set()
-    for result in FileSystems.match([bundled(p) for p in patterns]):
-        paths.update(m.path for m in result.metadata_list)
+    for pattern in patterns:
+        paths.update(fio.glob(bundled(pattern)))
     if not paths:
         raise shards.MissingInput(f"no WARC files match {' '.join(patterns)}")
     return sorted(paths)
@@ -70,7 +70,7 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
 
 def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], dict[str, int] | None, float]:
     """Run the pipeline; return (stats.json counters, the runner's Beam metrics or None, wall seconds)."""
-    if not FileSystems.exists(classifier_path):
+    if not fio.exists(classifier_path):
         raise shards.MissingInput(
             f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
     paths = expand_inputs(cfg.warc)

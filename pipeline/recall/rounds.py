@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webinstruct.core import shards
-from webinstruct.core.config import option
+from webinstruct.core.config import NonNegativeInt, PositiveInt, Share, option
 from webinstruct.pipeline.llm.config import LLMConfig
 from webinstruct.pipeline.recall import domains as dom
 from webinstruct.core.schema import DomainRow, RecalledDocument
@@ -28,15 +28,22 @@ SEED_NEGATIVES = ["data/seeds/negative.jsonl.xz"]
 
 
 @dataclass
+class SeedsConfig:
+    """Recipe section `seeds`: the seed text the default recall classifier is trained on."""
+    positives: list[str] = option(SEED_POSITIVES, "seed positive JSON-lines files (field `text`)")
+    negatives: list[str] = option(SEED_NEGATIVES, "seed negative JSON-lines files (field `text`)")
+
+
+@dataclass
 class DomainsConfig:
     run: str = option("runs/sample", "run directory holding RUN/recall from the previous round")
     previous: str = option("", "recall directory of the previous round (default RUN/recall)")
-    min_recalled: int = option(1000, "select domains with at least this many recalled pages (MAmmoTH2: 1,000)")
-    min_share: float = option(0.1, "and at least this share of their seen pages recalled (DeepSeekMath: 10%)")
+    min_recalled: NonNegativeInt = option(1000, "select domains with at least this many recalled pages (MAmmoTH2: 1,000)")
+    min_share: Share = option(0.1, "and at least this share of their seen pages recalled (DeepSeekMath: 10%)")
     labeler: str = option("", "final verdict on the domains that pass the rules: `llm` (an LLM labels each "
                                "educational or not, MAmmoTH2's way; endpoint from LLM_URL / --llm-url or the "
                                "local server) or module:function taking a domain row")
-    round: int = option(2, "number of the round to run")
+    round: PositiveInt = option(2, "number of the round to run")
     positives: list[str] = option(SEED_POSITIVES, "seed positive JSON-lines files (field `text`)")
     negatives: list[str] = option(SEED_NEGATIVES, "seed negative JSON-lines files (field `text`)")
 
@@ -52,7 +59,7 @@ class DomainsConfig:
 
 def read_table(recall_dir: str) -> list[dict[str, Any]]:
     path = shards.join(recall_dir, "domains.jsonl.gz")
-    if not shards.FileSystems.exists(path):
+    if not shards.exists(path):
         raise shards.MissingInput(f"no domain table at {path}: run `webinstruct recall` first")
     return list(shards.iter_shard(path, DomainRow))
 
@@ -121,7 +128,7 @@ def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | N
     from webinstruct.pipeline.recall.classifier import train_classifier
 
     sel_path = shards.join(cfg.domains_dir(), "selected.json")
-    report = shards.read_json(sel_path) if shards.FileSystems.exists(sel_path) else select(cfg, llm)
+    report = shards.read_json(sel_path) if shards.exists(sel_path) else select(cfg, llm)
     if not report["selected"]:
         raise ValueError(
             f"no domain passed the rules {report['rules']} ({report['verdict_counts']}): lower "

@@ -11,9 +11,9 @@ import logging
 import time
 from typing import Callable, Iterator
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from warcio.archiveiterator import ArchiveIterator
+
+from webinstruct.core import io as fio
 
 from webinstruct.pipeline.text.html_text import decode_html
 
@@ -50,7 +50,7 @@ def _charset(content_type: str) -> str:
 def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
     """Offset of the next record boundary at or after `start`, or None at end of file."""
     markers = (GZIP_MAGIC,) if gzipped else WARC_MAGIC
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+    with fio.open(path, "rb", compression=None) as fh:
         fh.seek(start)
         pos = start
         tail = b""
@@ -68,7 +68,7 @@ def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
 
 
 def _is_gzipped(path: str) -> bool:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+    with fio.open(path, "rb", compression=None) as fh:
         return fh.read(3) == GZIP_MAGIC
 
 
@@ -150,7 +150,7 @@ def read_pages(
     n_records = 0
     while True:
         failed_at = None
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        with fio.open(path, "rb", compression=None) as fh:
             fh.seek(base)
             it = ArchiveIterator(fh, check_digests=False)
             offset = base

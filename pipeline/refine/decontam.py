@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import unicodedata
 import zipfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from webinstruct.core import io as fio
 from webinstruct.core.shards import open_text
 
 N = 10
@@ -264,26 +264,16 @@ class NGramIndex:
         return cls(hashes[keep], benchmarks[keep], names, n)
 
     def save(self, path: str | Path) -> None:
-        """Write an .npz atomically: readers see the old file or the whole new one."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, hashes=self.hashes, benchmarks=self.benchmarks,
-                         names=np.array(self.names, dtype=str), n=np.int64(self.n),
-                         version=np.int64(FORMAT_VERSION))
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-            os.replace(tmp, path)
-            self.path = str(path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        """Write an .npz atomically (local path or URL): readers see the old file or the whole new one."""
+        with fio.atomic_writer(path, "wb") as f:
+            np.savez(f, hashes=self.hashes, benchmarks=self.benchmarks,
+                     names=np.array(self.names, dtype=str), n=np.int64(self.n),
+                     version=np.int64(FORMAT_VERSION))
+        self.path = str(path)
 
     @classmethod
     def load(cls, path: str | Path) -> NGramIndex:
-        with np.load(path, allow_pickle=False) as z:
+        with fio.open(path, "rb", compression=None) as fh, np.load(fh, allow_pickle=False) as z:
             if int(z["version"]) != FORMAT_VERSION:
                 raise ValueError(f"{path}: format version {int(z['version'])}, expected {FORMAT_VERSION}")
             index = cls(z["hashes"], z["benchmarks"], [str(s) for s in z["names"]], int(z["n"]))
@@ -297,9 +287,9 @@ class NGramIndex:
         The file name is `source_digest`, so editing, adding or removing a benchmark file (or
         changing n or FORMAT_VERSION) leads to a new build; stale files are left in place.
         """
-        cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        path = cache_dir / f"ngrams-{source_digest(roots, n)}.npz"
-        if path.exists():
+        cache_dir = str(cache_dir) if cache_dir is not None else str(_default_cache_dir())
+        path = fio.join(cache_dir, f"ngrams-{source_digest(roots, n)}.npz")
+        if fio.exists(path):
             with contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile):
                 return cls.load(path)
         index = cls.build(roots, n)

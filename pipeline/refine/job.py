@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import apache_beam as beam
 
 from webinstruct.pipeline.runners import run_pipeline
+from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.pipeline.llm.config import LLMConfig
 from webinstruct.pipeline.llm.endpoint import llm_endpoint, with_model
@@ -101,21 +101,16 @@ def export(out: str, rows: list[dict]) -> dict[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    export_dir = Path(out) / "export"
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = fio.join(out, "export")
     names = PUBLIC_FIELDS + [f for f in field_names(WebInstructRow) if f not in PUBLIC_FIELDS]
     ordered = [{k: r[k] for k in names} for r in sorted(rows, key=lambda r: r["index"])]
-    paths = {"parquet": str(export_dir / "webinstruct.parquet"), "jsonl": str(export_dir / "webinstruct.jsonl")}
+    paths = {"parquet": fio.join(export_dir, "webinstruct.parquet"), "jsonl": fio.join(export_dir, "webinstruct.jsonl")}
     table = pa.Table.from_pylist(ordered, schema=pa.schema(
         [(k, pa.int64() if k == "index" else pa.float64() if k == "doc_score" else pa.string()) for k in names]))
-    tmp = paths["parquet"] + ".tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, paths["parquet"])
-    tmp = paths["jsonl"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fio.write_atomic_with(paths["parquet"], lambda tmp: pq.write_table(table, tmp))
+    with fio.atomic_writer(paths["jsonl"], "w") as fh:
         for row in ordered:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, paths["jsonl"])
     return paths
 
 

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from webinstruct.pipeline.report.run_report import DROP_PREFIXES, table, write_atomic
+from webinstruct.core import io as fio
+from webinstruct.pipeline.report.run_report import DROP_PREFIXES, table
 
 TOP_SOURCES = 20
 CONSISTENCY = ("answers_consistent", "answers_changed", "answers_unchecked")
@@ -192,6 +193,6 @@ def render_card(rows: list[dict[str, Any]], stats: dict[str, Any], recipe: dict[
 
 def write_card(refine_dir: str, rows: list[dict[str, Any]], stats: dict[str, Any], recipe: dict[str, Any]) -> str:
     """Write `<refine_dir>/README.md` for `rows` (the final dataset); return its path."""
-    path = os.path.join(refine_dir, "README.md")
-    write_atomic(path, render_card(rows, stats, recipe).encode("utf-8"))
+    path = fio.join(refine_dir, "README.md")
+    fio.write_atomic(path, render_card(rows, stats, recipe))
     return path

@@ -7,7 +7,8 @@ one-line note instead of its section, so the report works on a run in progress.
 
 Output is deterministic: no timestamps in the Markdown, PNGs saved without the Software chunk and
 drawn with fixed sizes, so rerunning the report on the same run gives identical bytes (useful when
-the report is committed next to a recipe). Files are written locally, atomically (temp + rename).
+the report is committed next to a recipe). Files are read and written through `webinstruct.core.io`
+(atomically; the run directory may be local or a URL).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from webinstruct.core import shards
-from webinstruct.core.files import write_atomic  # noqa: F401  (dataset_card imports it from here)
+from webinstruct.core import io as fio
 
 STAGES = ("recall", "extract", "refine")
 FUNNEL = {
@@ -59,35 +60,43 @@ def load_stats(run_dir: str) -> dict[str, dict[str, Any]]:
     """stats.json of every stage that has written one, by stage name."""
     out = {}
     for stage in STAGES:
-        path = os.path.join(run_dir, stage, "stats.json")
-        if os.path.exists(path):
+        path = fio.join(run_dir, stage, "stats.json")
+        if fio.exists(path):
             out[stage] = shards.read_json(path)
     return out
 
 
 def _rows(run_dir: str, stage: str) -> Iterable[dict[str, Any]]:
-    directory = os.path.join(run_dir, stage)
+    directory = fio.join(run_dir, stage)
     return shards.read_shards(directory) if shards.list_shards(directory) else iter(())
+
+
+def _relative(path: str, run_dir: str) -> str:
+    """`path` relative to run_dir when it lies inside it, else as given."""
+    if fio.is_remote(path) or fio.is_remote(run_dir):
+        prefix = run_dir.rstrip("/") + "/"
+        return path[len(prefix):] if path.startswith(prefix) else path
+    inside = os.path.abspath(path).startswith(os.path.abspath(run_dir) + os.sep)
+    return os.path.relpath(path, run_dir) if inside else path
 
 
 def threshold(run_dir: str) -> tuple[float | None, str]:
     """The recall threshold and where it came from: recall/config.json, else the classifier's."""
-    config_path = os.path.join(run_dir, "recall", "config.json")
+    config_path = fio.join(run_dir, "recall", "config.json")
     candidates = []
-    if os.path.exists(config_path):
+    if fio.exists(config_path):
         config = shards.read_json(config_path)
         value = config.get("threshold")
         if isinstance(value, (int, float)) and value >= 0:  # -1 means "the classifier's own"
             return float(value), "recall/config.json"
         if config.get("classifier"):
             candidates.append(os.path.splitext(config["classifier"])[0] + ".json")
-    candidates.append(os.path.join(run_dir, "classifier", "classifier.json"))
+    candidates.append(fio.join(run_dir, "classifier", "classifier.json"))
     for path in candidates:
-        if os.path.exists(path):
+        if fio.exists(path):
             meta = shards.read_json(path)
             if isinstance(meta.get("threshold"), (int, float)):
-                inside = os.path.abspath(path).startswith(os.path.abspath(run_dir) + os.sep)
-                return float(meta["threshold"]), os.path.relpath(path, run_dir) if inside else path
+                return float(meta["threshold"]), _relative(path, run_dir)
     return None, ""
 
 
@@ -106,8 +115,8 @@ def score_histogram(run_dir: str, recall_stats: dict[str, Any]) -> tuple[list[in
 
 
 def top_domains(run_dir: str, n: int = TOP_DOMAINS) -> list[dict[str, Any]] | None:
-    path = os.path.join(run_dir, "recall", "domains.jsonl.gz")
-    if not os.path.exists(path):
+    path = fio.join(run_dir, "recall", "domains.jsonl.gz")
+    if not fio.exists(path):
         return None
     return heapq.nsmallest(n, shards.iter_shard(path),
                            key=lambda r: (-r.get("pages_recalled", 0), -r.get("pages_seen", 0), r.get("domain", "")))
@@ -383,13 +392,13 @@ def render(run_dir: str) -> tuple[str, dict[str, bytes]]:
 def write_report(run_dir: str) -> str:
     """Write RUN/report.md and its PNGs in RUN/report/; return the Markdown path."""
     text, pngs = render(run_dir)
-    png_dir = os.path.join(run_dir, "report")
+    png_dir = fio.join(run_dir, "report")
     for name in PNG_NAMES:  # a chart this run no longer has must not linger from an earlier report
-        path = os.path.join(png_dir, name)
-        if name not in pngs and os.path.exists(path):
-            os.remove(path)
+        path = fio.join(png_dir, name)
+        if name not in pngs:
+            fio.remove(path)
     for name, data in sorted(pngs.items()):
-        write_atomic(os.path.join(png_dir, name), data)
-    path = os.path.join(run_dir, "report.md")
-    write_atomic(path, text.encode("utf-8"))
+        fio.write_atomic(fio.join(png_dir, name), data)
+    path = fio.join(run_dir, "report.md")
+    fio.write_atomic(path, text)
     return path

@@ -14,17 +14,19 @@ import contextlib
 import dataclasses
 import logging
 import shlex
-from typing import Any, Callable, Iterator
+import typing
+from typing import Any, Callable, Iterator, Literal
 
 import yaml
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from webinstruct.core.config import option
+from webinstruct.core.config import PositiveInt, option
 from webinstruct.core.resources import package_path
 
 log = logging.getLogger(__name__)
 RUNNER_FILES = package_path(__package__)
-RUNNERS = ("local", "multiprocess", "dask", "flink", "dataflow")
+Runner = Literal["local", "multiprocess", "dask", "flink", "dataflow"]
+RUNNERS: tuple[str, ...] = typing.get_args(Runner)
 
 
 def _file_args(name: str) -> list[str]:
@@ -37,10 +39,11 @@ def _file_args(name: str) -> list[str]:
 class RunnerSettings:
     """The runner fields every Beam stage's config shares (stage configs inherit them)."""
 
-    runner: str = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
-    workers: int = option(2, "worker processes for multiprocess and a local Dask cluster")
+    runner: Runner = option("local", "Beam runner: local | multiprocess | dask | flink | dataflow")
+    workers: PositiveInt = option(2, "worker processes for multiprocess and a local Dask cluster")
     dask_address: str = option("", "address of a running Dask scheduler (default: start a local cluster)")
-    runner_options: list[str] = option([], "extra Beam pipeline options, e.g. --runner-options --flink_master=HOST:8081")
+    runner_options: list[str] = option([], "extra Beam pipeline options: the tokens after the flag up to the next "
+                                          "webinstruct flag, e.g. --runner-options --flink_master=HOST:8081", passthrough=True)
 
     def task_count(self, n_inputs: int) -> int:
         """Parallel tasks for a stage that groups its input shards (the LLM stages): the stage's
