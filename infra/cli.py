@@ -116,9 +116,9 @@ def _print_config(args: argparse.Namespace, sections: dict[str, Any], note: str 
 
 def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
     """Train the default classifier from the bundled seed text when it does not exist yet."""
-    from apache_beam.io.filesystems import FileSystems
+    from webinstruct.core import io
 
-    if FileSystems.exists(path):
+    if io.exists(path):
         return
     from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
 
