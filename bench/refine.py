@@ -81,6 +81,7 @@ def main() -> int:
         run = Path(tmp) / "run"
         shards.write_shard(str(run / "extract" / "part-00000-of-00002.jsonl.gz"), pairs[::2], QAPair)
         shards.write_shard(str(run / "extract" / "part-00001-of-00002.jsonl.gz"), pairs[1::2], QAPair)
+        shards.publish_stage(str(run / "extract"), "extract")
         cfg = RefineConfig(run=str(run), num_shards=2)
         t0 = time.perf_counter()
         stats = job.run(cfg, live)

@@ -8,8 +8,8 @@ where they disagree: the gap between the seed grader (the papers' exact-match ru
 robust one is itself a finding, and hiding it behind one number would make runs look more
 comparable to the papers than they are.
 
-Reading is tolerant of a run cut short: a line that does not parse (the last one of a killed run)
-is skipped and counted. Writing is atomic (`webinstruct.core.io.write_atomic`), so a report being
+Reading is tolerant of a run cut short: a line that is not a prediction (the torn last one of a
+killed run, a garbled line, a record without `output`) is skipped and counted (`skipped_unreadable`). Writing is atomic (`webinstruct.core.io.write_atomic`), so a report being
 rewritten never leaves a half file behind, and eval_dir may be a local folder or a URL. matplotlib is imported only by the
 chart function, so importing this module stays cheap.
 """
@@ -21,7 +21,7 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
-from webinstruct.evaluation.predictions import read_counted
+from webinstruct.evaluation.predictions import is_prediction, read_counted
 from webinstruct.core import io as fio
 from webinstruct.core.io import write_atomic
 
@@ -61,13 +61,17 @@ DPI = 100
 # ---- reading ----------------------------------------------------------------------------------
 
 def read_predictions(path: str) -> tuple[list[dict[str, Any]], int]:
-    """The prediction records of one file and how many lines were skipped because they did not
-    parse as a JSON object (a killed run leaves a truncated last line). A record that repeats an
-    earlier id replaces it: a resumed run's newer verdict wins, and no item counts twice."""
+    """The prediction records of one file and how many lines were skipped because they are not a
+    prediction: not a JSON object (a killed run leaves a truncated last line), or one without the
+    model's `output`. A record that repeats an earlier id replaces it: a resumed run's newer
+    verdict wins, and no item counts twice."""
     records, skipped = read_counted(path)
     by_id: dict[str, dict[str, Any]] = {}
     anonymous: list[dict[str, Any]] = []
     for record in records:
+        if not is_prediction(record):
+            skipped += 1
+            continue
         if record.get("id") is None:
             anonymous.append(record)
         else:
@@ -111,9 +115,10 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def summarize(predictions_dir: str) -> dict[str, dict[str, Any]]:
     """benchmark -> {n, seed, robust (accuracies 0..1), disagree, seed_only, robust_only, by_task,
-    skipped}, from predictions/<benchmark>.jsonl. `by_task` is filled for BBH and for any benchmark
+    skipped_unreadable}, from predictions/<benchmark>.jsonl. `by_task` is filled for BBH and for any benchmark
     whose records carry more than one task, and is {} otherwise. A file without one readable record
-    is left out: the benchmark did not run. `skipped` counts lines that did not parse."""
+    is left out: the benchmark did not run. `skipped_unreadable` counts lines that are not predictions
+    (kept in the file, not graded)."""
     summary: dict[str, dict[str, Any]] = {}
     for name in fio.listdir(predictions_dir):
         if not name.endswith(".jsonl"):
@@ -125,7 +130,7 @@ def summarize(predictions_dir: str) -> dict[str, dict[str, Any]]:
         entry = summarize_records(records)
         if benchmark != "bbh" and len(entry["by_task"]) < 2:
             entry["by_task"] = {}
-        entry["skipped"] = skipped
+        entry["skipped_unreadable"] = skipped
         summary[benchmark] = entry
     return _ordered(summary)
 
@@ -214,9 +219,10 @@ def _header(settings: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any]
     elif small:
         lines += ["**Partial run.** Fewer items than the full test set were scored for "
                   + ", ".join(small) + " (see the \"n scored\" rows).", ""]
-    skipped = {b: e.get("skipped", 0) for b, e in summary.items() if e.get("skipped")}
+    skipped = {b: e.get("skipped_unreadable", 0) for b, e in summary.items() if e.get("skipped_unreadable")}
     if skipped:
-        lines += ["Unreadable prediction lines skipped (a run cut short): "
+        lines += ["Unreadable prediction lines, kept in the files but not graded (a run cut short, a garbled "
+                  "line): "
                   + ", ".join(f"{b} {k}" for b, k in skipped.items()) + ".", ""]
     return lines
 

@@ -132,7 +132,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     for name in names:
         path = eval_dir / "predictions" / f"{name}.jsonl"
         P.repair(path)
-        done = {r["id"] for r in P.read(path)}
+        done = {r.get("id") for r in P.read(path)}
         todo[name] = [it for it in B.load(name, cfg.limit or None, cfg.seed) if it.id not in done]
     total = sum(len(v) for v in todo.values())
     stats: Counter = Counter(generated=0, completion_tokens=0)
@@ -177,15 +177,31 @@ def rescore(eval_dir: str, workers: int = 2, timeout: float = 5.0) -> dict[str, 
     if not files:
         raise FileNotFoundError(f"no predictions under {eval_dir_p / 'predictions'}")
     changed = 0
+    unreadable: dict[str, int] = {}
     for path in files:
-        records = P.read(path)
-        verdicts = grade_all([(P.item_of(r), r["output"]) for r in records], settings["protocol"],
+        lines = P.scan(path)
+        graded = []
+        for _, _, r in lines:
+            try:
+                graded.append((r, P.item_of(r)) if r is not None else None)
+            except (KeyError, TypeError, ValueError):
+                graded.append(None)
+        bad = [lineno for (lineno, _, _), g in zip(lines, graded) if g is None]
+        if bad:
+            unreadable[path.stem] = len(bad)
+            log.warning("%s: %d line(s) are not predictions that can be graded (line %s); kept as they are, "
+                        "not graded", path, len(bad), ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else ""))
+        good = [g for g in graded if g is not None]
+        verdicts = grade_all([(item, r["output"]) for r, item in good], settings["protocol"],
                              workers=workers, timeout=timeout)
-        for r, v in zip(records, verdicts):
+        for (r, _), v in zip(good, verdicts):
             new = {k: x.to_dict() for k, x in v.items()}
             changed += new != r.get("verdicts")
             r["verdicts"] = new
-        P.rewrite(path, records)
-    settings["rescored"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "verdicts_changed": changed}
+        # Lines that could not be read stay where they were, byte for byte: rescoring deletes nothing.
+        P.rewrite_lines(path, [raw if g is None else g[0] for (_, raw, _), g in zip(lines, graded)])
+    settings["rescored"] = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "verdicts_changed": changed,
+                            "skipped_unreadable": sum(unreadable.values()),
+                            "skipped_unreadable_by_benchmark": unreadable}
     _write_json(run_file, settings)
     return write_results(eval_dir_p, settings)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import sys
 from typing import Any
 
@@ -34,11 +35,23 @@ class _DropBeamImportNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
-def _setup_logging(verbose: bool) -> None:
+class _DropReportedErrors(logging.Filter):
+    # A runner logs a worker's exception with its traceback before re-raising it; when `main` will
+    # report that exception in one line, the logged copy is noise (--debug keeps it).
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not record.name.startswith("apache_beam") or _user_error(exc) is None
+
+
+def _setup_logging(verbose: bool, debug: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamImportNoise())
+        if not debug:
+            handler.addFilter(_DropReportedErrors())
+    if not (debug or verbose):
+        logging.getLogger("asyncio").addFilter(_DropAsyncioShutdownNoise())
     for noisy in ("apache_beam", "distributed", "urllib3", "filelock", "tldextract", "httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
@@ -145,6 +158,7 @@ def cmd_recall(args: argparse.Namespace) -> int:
 
     recipe = _recipe(args)
     cfg = C.from_args(RecallConfig, args, recipe, "recall")
+    _check_warc_paths(args, recipe, cfg.warc)
     if _print_config(args, {"recall": cfg, "classifier": _section(ClassifierConfig, recipe, "classifier"),
                             "seeds": _seeds(recipe)},
                      "classifier and seeds: used when the recall classifier has to be trained first"):
@@ -156,6 +170,18 @@ def cmd_recall(args: argparse.Namespace) -> int:
     stats = job.run(cfg)
     print(job.summary(stats, cfg.out_dir()))
     return 0
+
+
+def _check_warc_paths(args: argparse.Namespace, recipe: C.Recipe, warc: list[str]) -> None:
+    """A directory given as a WARC path is an error (not a file read as one, nor expanded silently):
+    the message shows the glob that names the WARC files in it."""
+    from webinstruct.core import io
+
+    for path in warc:
+        if not any(c in path for c in "*?[") and not io.is_remote(path) and io.isdir(path):
+            where = "--warc" if "recall.warc" in vars(args) else f"{recipe.path or 'default'}: recall.warc"
+            raise C.ConfigError(f"{where}: {path} is a directory, not a WARC file; give the WARC files in it, "
+                                f"e.g. --warc '{path.rstrip('/')}/*.warc.gz'")
 
 
 def _llm_config(args: argparse.Namespace, recipe: dict[str, Any]):
@@ -275,6 +301,10 @@ def cmd_eval_rescore(args: argparse.Namespace) -> int:
     eval_dir = args.dir or f"{args.run.rstrip('/')}/eval"
     results = rescore(eval_dir, workers=args.workers, timeout=args.timeout)
     _print_results(results, eval_dir)
+    kept = results["settings"]["rescored"]
+    if kept.get("skipped_unreadable"):
+        print(f"skipped_unreadable: {kept['skipped_unreadable']} line(s) that are not gradable predictions were kept "
+              f"as they are, not graded ({', '.join(f'{b} {n}' for b, n in kept['skipped_unreadable_by_benchmark'].items())})")
     return 0
 
 
@@ -497,18 +527,72 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    _setup_logging("-v" in argv or "--verbose" in argv)
-    args = parse_args(argv)
+def _llm_faults() -> tuple[type, ...]:
+    """The LLM layer's server-fault exceptions (base classes, so subclasses added there are caught)."""
+    from webinstruct.pipeline.llm.client import LLMServerFailure, LLMUnavailable
+
+    return LLMUnavailable, LLMServerFailure
+
+
+def _is_llm_fault(err: BaseException) -> bool:
+    # Any exception class the LLM layer defines is a server/setup fault, not a bug in the caller.
+    return isinstance(err, _llm_faults()) or type(err).__module__.startswith("webinstruct.pipeline.llm.")
+
+
+def _user_error(err: BaseException) -> BaseException | None:
+    """The exception to report in one line: `err` or one it wraps (Beam re-raises a worker's error
+    inside its own), when it is a user error or an infrastructure fault; None for a bug."""
     from webinstruct.core.shards import MissingInput
 
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if _is_llm_fault(e) or isinstance(e, (MissingInput, FileNotFoundError, ValueError, ConnectionError)):
+            return e
+        e = e.__cause__
+    return None
+
+
+class _DropAsyncioShutdownNoise(logging.Filter):
+    # When a stage stops on a fault, the LLM client's loop still holds requests in flight: asyncio
+    # then logs "Task was destroyed but it is pending" and "Task exception was never retrieved"
+    # (client has been closed) with tracebacks, after or around the one line that matters. Those
+    # requests' outcomes are already counted by the client; -v or --debug keeps the records.
+    NOISE = ("Task was destroyed but it is pending", "exception was never retrieved", "Unclosed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
+def _quiet_shutdown() -> None:
+    """After a fault: no "Exception ignored in ..." lines from coroutines collected at exit."""
+    sys.unraisablehook = lambda unraisable: None
+
+
+def _one_line(err: BaseException) -> str:
+    text = re.sub(r" \[while running '[^']*'\]$", "", " ".join(str(err).split())) or type(err).__name__
+    from webinstruct.pipeline.llm.client import LLMUnavailable
+
+    if _is_llm_fault(err) and not isinstance(err, LLMUnavailable) and "rerun" not in text:
+        text += "; finished replies are cached, rerun to resume"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _setup_logging("-v" in argv or "--verbose" in argv, "--debug" in argv)
+    args = parse_args(argv)
     try:
         return args.func(args)
-    except (MissingInput, FileNotFoundError, ValueError, ConnectionError) as err:
-        if args.debug:
+    except Exception as err:
+        found = _user_error(err)
+        if found is None or args.debug:
             raise
-        print(f"webinstruct {args.command}: error: {err}", file=sys.stderr)
+        if _is_llm_fault(found):
+            _quiet_shutdown()
+        print(f"webinstruct {args.command}: error: {_one_line(found)}", file=sys.stderr)
         return 2
 
 

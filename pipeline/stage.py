@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import dataclasses
+import logging
 import time
 from typing import Any, Callable, Iterable, Iterator
 
 from webinstruct.core import shards
 from webinstruct.core.stats import StageCounter, merge
+from webinstruct.pipeline.llm.config import LLMConfig
+
+log = logging.getLogger(__name__)
 
 
 def bucket(key: str, n: int) -> int:
@@ -80,10 +84,14 @@ def finish(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: 
 
 
 def close_stats(out_dir: str, started: float, accounting: Iterable[str] = (),
-                derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+                derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                max_failure_share: float = LLMConfig.max_failure_share) -> dict[str, Any]:
     """Complete a finished stage's stats.json: every `accounting` counter present (a 0 says
     something, e.g. "requests_sent: 0" on a rerun), entries `derive(stats)` computes from the
-    counters, and the wall time since `started` (time.monotonic())."""
+    counters, and the wall time since `started` (time.monotonic()).
+
+    Then the LLM check: when more than `max_failure_share` (the stage passes its
+    `llm.max_failure_share`) of the LLM client's requests failed for the model's own reasons, log a warning and raise `LLMModelFailures` (stats.json is written first)."""
     path = shards.join(out_dir, "stats.json")
     stats = shards.read_json(path)
     for name in accounting:
@@ -92,7 +100,24 @@ def close_stats(out_dir: str, started: float, accounting: Iterable[str] = (),
         stats.update(derive(stats))
     stats["wall_seconds"] = round(time.monotonic() - started, 2)
     shards.write_json(path, stats)
+    check_model_failures(stats, out_dir, max_failure_share)
     return stats
+
+
+def check_model_failures(stats: dict[str, Any], where: str, limit: float) -> None:
+    """Raise `LLMModelFailures` when the client's `model_failures` exceed `limit` of its `requests`."""
+    requests, failed = int(stats.get("requests") or 0), int(stats.get("model_failures") or 0)
+    if not requests or failed <= limit * requests:
+        return
+    from webinstruct.pipeline.llm.client import FINAL_CAUSES, LLMModelFailures  # openai: only when needed
+    causes = ", ".join(f"{c} {stats[f'failures_{c}']}" for c in FINAL_CAUSES if stats.get(f"failures_{c}"))
+    cached = int(stats.get("cache_hits_failed") or 0)
+    why = "; ".join(x for x in (causes, f"{cached} recorded in the cache" if cached else "") if x)
+    message = (f"{failed} of {requests} LLM requests ({failed / requests:.0%}) in {where} failed for the model's own "
+               f"reasons ({why}), over llm.max_failure_share={limit:g}: check the model and its prompts, or accept "
+               f"them with --llm-max-failure-share 1 (recipe llm: max_failure_share: 1)")
+    log.warning("%s", message)
+    raise LLMModelFailures(message)
 
 
 def llm_settings(llm: Any) -> dict[str, Any]:

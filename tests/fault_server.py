@@ -4,7 +4,9 @@ Not a model: it answers POST /v1/chat/completions and GET /v1/models on 127.0.0.
 thread of the test process. Each chat request takes the next scripted action (`push`), or, when
 the script is empty, what `reply(body)` returns; the default reply echoes the last user message
 as `{"echo": "..."}`. Actions: `ok(content, finish_reason)`, `status(code)` (500, 429, ...),
-`hang(seconds)` (past the client's timeout), `close()` (drop the connection without a reply).
+`hang(seconds)` (past the client's timeout), `close()` (drop the connection without a reply),
+`raw(body, content_type)` (an HTTP 200 with any body: HTML, `choices: []`, `content: null`...;
+see `html()`, `no_choices()`, `null_content()`, `wrong_object()`).
 The happy path against a real model is tested against vLLM elsewhere.
 """
 from __future__ import annotations
@@ -25,8 +27,9 @@ MAX_HANG_S = 30.0
 
 @dataclass
 class Action:
-    kind: str                       # ok | status | hang | close
+    kind: str                       # ok | status | hang | close | raw
     content: str = ""
+    content_type: str = "application/json"
     finish_reason: str = "stop"
     code: int = 200
     seconds: float = 0.0
@@ -48,6 +51,35 @@ def hang(seconds: float) -> Action:
 
 def close() -> Action:
     return Action("close")
+
+
+def raw(body: str | dict, content_type: str = "application/json") -> Action:
+    """An HTTP 200 whose body is `body` as given (a dict is sent as JSON)."""
+    return Action("raw", content=body if isinstance(body, str) else json.dumps(body), content_type=content_type)
+
+
+def completion(choices: list, object: str = "chat.completion") -> dict:
+    return {"id": "chatcmpl-raw", "object": object, "created": 0, "model": "fault-model", "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def html() -> Action:
+    """What a proxy in front of a dead server often sends: a 200 with an HTML page."""
+    return raw("<html><head><title>502 Bad Gateway</title></head>\n<body>upstream down</body></html>",
+               "text/html")
+
+
+def no_choices() -> Action:
+    return raw(completion([]))
+
+
+def null_content() -> Action:
+    return raw(completion([{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}]))
+
+
+def wrong_object() -> Action:
+    """A well-formed reply of another endpoint (a model list where a chat completion belongs)."""
+    return raw({"object": "list", "data": [{"id": "fault-model", "object": "model"}]})
 
 
 def last_user(body: dict) -> str:
@@ -146,6 +178,17 @@ class FaultServer:
                 if action.kind == "hang":
                     server._stop.wait(action.seconds)  # released at once when the server stops
                     action = echo(body)
+                if action.kind == "raw":
+                    data = action.content.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", action.content_type)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        self.wfile.write(data)
+                    except OSError:
+                        self.close_connection = True
+                    return
                 if action.kind == "status":
                     wait = action.retry_after_ms
                     headers = {"retry-after-ms": str(wait)} if wait is not None else {}

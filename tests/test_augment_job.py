@@ -91,6 +91,7 @@ def test_training_reads_augment_shards(tmp_path):
             for i, t in enumerate(TYPES)]
     items = [("record", r) for r in rows]
     list(write_records((0, items), "augment", str(tmp_path), 1, MetaMathRow))
+    shards.publish_stage(str(tmp_path), "augment")
     counts = Counter()
     examples = list(read_examples(str(tmp_path), counts=counts))
     assert len(examples) == len(TYPES)

@@ -81,9 +81,9 @@ def test_summary_numbers_exact(eval_dir):
     s = report.summarize(os.path.join(eval_dir, "predictions"))
     assert list(s) == ["math", "gsm8k", "bbh", "arc"]  # the paper's column order; gpqa had no record
     assert s["gsm8k"] == {"n": 4, "seed": 0.5, "robust": 0.5, "disagree": 2, "seed_only": 1, "robust_only": 1,
-                          "by_task": {}, "skipped": 1}
+                          "by_task": {}, "skipped_unreadable": 1}
     assert s["math"] == {"n": 5, "seed": 0.2, "robust": 0.6, "disagree": 2, "seed_only": 0, "robust_only": 2,
-                         "by_task": {}, "skipped": 0}
+                         "by_task": {}, "skipped_unreadable": 0}
     assert s["arc"]["n"] == 2 and s["arc"]["seed"] == 0.5 and s["arc"]["robust"] == 0.5
     bbh = s["bbh"]
     assert (bbh["n"], bbh["seed"], bbh["robust"], bbh["disagree"], bbh["seed_only"], bbh["robust_only"]) \

@@ -133,15 +133,26 @@ def test_kill_9_then_rerun_resumes(recalled, extracted, llm_server, tmp_path):
     assert ours == theirs and len(ours) == 3
 
 
-def test_faulty_server_output_is_counted_not_fatal(recalled, tmp_path):
+def test_faulty_model_output_is_counted_and_ends_the_stage_unless_accepted(recalled, tmp_path):
+    from webinstruct.pipeline.llm.client import LLMModelFailures
+
     run = _copy_run(recalled, tmp_path)
+    settings = dict(model="fault-model", semantic_retries=1, **{k: v for k, v in LLM.items() if k != "timeout_s"},
+                    timeout_s=5)
     with FaultServer(reply=lambda body: ok("this is not json {")) as server:
+        with pytest.raises(LLMModelFailures, match=r"\(100%\).*max_failure_share=0.5"):
+            job.run(ExtractConfig(run=str(run), **EXTRACT), LLMConfig(url=[server.url], **settings))
+        stats = shards.read_json(str(run / "extract" / "stats.json"))  # written before the check
+        assert stats["dropped_chunk_invalid_json"] == stats["llm_requests"]
+        assert stats["retries_invalid_json"] == stats["llm_requests"]
+        assert not (run / "extract" / "_SUCCESS").exists()  # not published: the next stage refuses it
+        # Accepted: the model's failures come from the cache, and the stage completes with the
+        # structured pairs.
         stats = job.run(ExtractConfig(run=str(run), **EXTRACT),
-                        LLMConfig(url=[server.url], model="fault-model", semantic_retries=1, **{
-                            k: v for k, v in LLM.items() if k != "timeout_s"}, timeout_s=5))
-    assert stats["dropped_chunk_invalid_json"] == stats["llm_requests"]
-    assert stats["retries_invalid_json"] == stats["llm_requests"]
+                        LLMConfig(url=[server.url], max_failure_share=1.0, **settings))
+    assert stats["requests_sent"] == 0 and stats["dropped_chunk_invalid_json"] == stats["llm_requests"]
     assert stats["docs_failed"] > 0 and stats["pairs_out"] == stats["pairs_structured"] == 3
+    assert (run / "extract" / "_SUCCESS").exists()
 
 
 def test_server_dying_mid_run_stops_the_stage(recalled, tmp_path):

@@ -186,9 +186,16 @@ def test_shards_round_trip_on_memory(base):
     shards.write_shard(shards.join(base, shards.shard_name(0, 1)), [DOC])  # stale, from a run with 1 shard
     assert shards.list_shards(base) == sorted(paths + [shards.join(base, shards.shard_name(0, 1))])
     assert shards.remove_stale_shards(base, paths) == [shards.join(base, shards.shard_name(0, 1))]
-    assert [r["id"] for r in shards.read_shards(base, RecalledDocument)] == ["a", "b"]
+    with pytest.raises(shards.StageIncomplete, match="no _SUCCESS"):
+        list(shards.read_shards(base, RecalledDocument))
     shards.write_json(shards.join(base, "stats.json"), {"docs": 2})
     assert shards.read_json(shards.join(base, "stats.json")) == {"docs": 2}
+    marker = shards.publish_stage(base, "recall")
+    assert sorted(marker["shards"]) == [shards.shard_name(i, 2) for i in range(2)] and "stats.json" in marker["files"]
+    assert [r["id"] for r in shards.read_shards(base, RecalledDocument)] == ["a", "b"]
+    assert shards.complete_shards(base, deep=True) == paths
+    with shards.stage_output(base, "recall"):  # no lock on a remote folder; the marker goes first
+        assert not fio.exists(fio.join(base, shards.MARKER))
     assert fio.read_bytes(paths[0])[:2] == b"\x1f\x8b"
     with pytest.raises(shards.MissingInput):
         list(shards.read_shards(fio.join(base, "empty"), produced_by="webinstruct recall"))

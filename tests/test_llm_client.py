@@ -343,6 +343,10 @@ def test_parse_json_leniency():
     assert parse_json('Here: {"a": "}"} and {"b": 2}')[0] == {"a": "}"}
     assert parse_json('{broken {"a": 1}')[0] == {"a": 1}
     assert parse_json("no json")[0] is None and parse_json("")[1] == "empty reply"
+    # The whole reply first: a fence inside one of its strings is not the reply (issue 13).
+    assert parse_json('{"code": "```json\\n[1, 2]\\n```"}')[0] == {"code": "```json\n[1, 2]\n```"}
+    assert parse_json('{"code": "```json\n[1, 2]\n```"}')[0] == {"code": "```json\n[1, 2]\n```"}  # raw newlines
+    assert parse_json('Here: {"code": "```[3]```"} ok')[0] == {"code": "```[3]```"}
 
 
 def test_validate_subset():

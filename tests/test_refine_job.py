@@ -20,7 +20,8 @@ from webinstruct.core.schema import QAPair, WebInstructRow, validate
 from conftest import ROOT, SAMPLE_WARC
 
 pytestmark = pytest.mark.slow
-LLM = dict(max_concurrency=8, max_tokens=384, max_tokens_cap=512, timeout_s=300)
+# SmolLM2-135M cuts most rewrites at max_tokens (3 of 5 here): accept its failures to test the rest.
+LLM = dict(max_concurrency=8, max_tokens=384, max_tokens_cap=512, timeout_s=300, max_failure_share=1.0)
 
 
 def gsm8k_question(i: int) -> str:
@@ -57,6 +58,7 @@ def extract_run(tmp_path_factory, small_classifier):
     ]
     shards.write_shard(str(run / "extract" / "part-00000-of-00001.jsonl.gz"),
                        sorted(real + planted, key=lambda p: p["id"]), QAPair)
+    shards.publish_stage(str(run / "extract"), "extract")
     return run, real, planted
 
 

@@ -67,6 +67,8 @@ def make_run(run: str) -> str:
     shards.write_json(shards.join(extract, "stats.json"), EXTRACT_STATS)
     shards.write_shard(shards.join(refine, shards.shard_name(0, 1)), refine_rows())
     shards.write_json(shards.join(refine, "stats.json"), REFINE_STATS)
+    for stage in (recall, extract, refine):
+        shards.publish_stage(stage, files=["domains.jsonl.gz"] if stage == recall else [])
     return run
 
 
@@ -139,6 +141,7 @@ def test_only_recall_gives_notes_not_errors(run_dir):
 def test_scores_fall_back_to_recalled_documents(run_dir):
     stats = {k: v for k, v in RECALL_STATS.items() if not k.startswith("score_bin_")}
     shards.write_json(os.path.join(run_dir, "recall", "stats.json"), stats)
+    shards.publish_stage(os.path.join(run_dir, "recall"), files=["domains.jsonl.gz"])
     os.remove(os.path.join(run_dir, "classifier", "classifier.json"))
     text = open(write_report(run_dir)).read()
     assert "recalled documents only" in text and "110 pages" in text

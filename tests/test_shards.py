@@ -17,6 +17,7 @@ def test_round_trip_and_names(tmp_path):
     path = shards.join(str(tmp_path), shards.shard_name(1, 4))
     assert path.endswith("part-00001-of-00004.jsonl.gz")
     assert shards.write_shard(path, [DOC, {**DOC, "id": "b"}], RecalledDocument) == 2
+    shards.publish_stage(str(tmp_path), "recall")
     assert [r["id"] for r in shards.read_shards(str(tmp_path), RecalledDocument)] == ["a", "b"]
     # Plain gzip + JSON lines: readable by any tool.
     lines = gzip.open(path, "rt").read().splitlines()

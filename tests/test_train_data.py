@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from webinstruct.core.shards import write_shard
+from webinstruct.core.shards import publish_stage, write_shard
 from webinstruct.training.data import mix, pack, packing_stats, padding_share, read_examples
 from webinstruct.core.formatting import (ALPACA_PROMPT, DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, FormatError, encode,
                                  encode_all, ensure_chat_template, split_tokens)
@@ -116,6 +116,7 @@ def test_readers_and_malformed_rows(tmp_path):
     shards = tmp_path / "refine"
     write_shard(str(shards / "part-00000-of-00001.jsonl.gz"),
                 [{"question": "Q1?", "answer": "A1"}, {"question": "", "answer": "A"}, {"question": "Q", "answer": 3}])
+    publish_stage(str(shards), "refine")
     counts = Counter()
     got = list(read_examples(str(shards), "webinstruct", counts))
     assert got == [{"question": "Q1?", "answer": "A1", "source": "webinstruct"}]

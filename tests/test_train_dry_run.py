@@ -1,7 +1,7 @@
 """DRY_RUN end to end: real files, a real tokenizer, no weights of the planned model."""
 from __future__ import annotations
 
-from webinstruct.core.shards import write_shard
+from webinstruct.core.shards import publish_stage, write_shard
 from webinstruct.training.config import load_train_config
 from webinstruct.training.dry_run import dry_run, main
 
@@ -9,6 +9,7 @@ from webinstruct.training.dry_run import dry_run, main
 def _refine(run):
     rows = [{"question": f"What is {i} + {i}?", "answer": f"{i} + {i} = {2 * i}. The answer is {2 * i}."} for i in range(20)]
     write_shard(str(run / "refine" / "part-00000-of-00001.jsonl.gz"), rows + [{"question": "", "answer": "x"}])
+    publish_stage(str(run / "refine"), "refine")
 
 
 def test_dry_run_mistral_without_weights(tmp_path, monkeypatch, llm_model_dir):

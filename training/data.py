@@ -80,7 +80,7 @@ def read_examples(path: str, source: str = "", counts: Counter | None = None) ->
     counts = counts if counts is not None else Counter()
     source = source or Path(path.rstrip("/")).name.split(".")[0]
     if os.path.isdir(path):
-        if list_shards(path):
+        if list_shards(path):  # a stage folder (RUN/refine): refused unless complete (core/publish.py)
             rows: Iterable[Any] = read_shards(path)
         else:
             files = sorted(str(p) for p in Path(path).iterdir()

@@ -19,6 +19,9 @@ class OpenAIBackend:
             except openai.APIConnectionError as err:
                 raise ConnectionError(f"no LLM server answers at {url} ({err}); start one with `make serve-llm` "
                                       "or pass LLM_URL") from None
+            except openai.APIStatusError as err:
+                raise ConnectionError(f"{url.rstrip('/')}/models answered HTTP {err.status_code}: is {url} an "
+                                      "OpenAI-compatible server (the URL ends in /v1)? Pass LLM_URL") from None
         self.model, self.concurrency = model, concurrency
 
     def _one(self, r: Request) -> Generation:

@@ -9,15 +9,23 @@ WebInstructRow`: the refine stage's `final_answer`, else the one its answer stat
 domain "math"; the others are "gsm8k" when the final answer is a plain number, else "math"
 (the domain picks the few-shot prompts and the MetaMathQA type prefix). Anything else is skipped
 with a named reason, which the stage counts.
+
+JSON-lines input (`iter_json_lines`) skips a line that is not JSON and counts it (`skipped_bad_json`)
+with one warning naming file:line; a file where more than `MAX_BAD_JSON_SHARE` of the lines (or all
+of them) are not JSON is not a JSON-lines file, and stops the stage with one error naming file:line.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import re
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 from webinstruct.core.answers import final_answer, normalize
 
+log = logging.getLogger(__name__)
+MAX_BAD_JSON_SHARE = 0.10  # more bad lines than this: the file is not JSON lines (or not this format)
 SKIP_REASONS = ("unknown_format", "empty_question", "no_final_answer", "long_final_answer")
 MAX_ANSWER_CHARS = 80  # a longer "final answer" is prose, not something to check a sample against
 _WEBINSTRUCT_KEYS = ("orig_question", "pair_id", "refiner", "answer_check", "final_answer")
@@ -69,3 +77,43 @@ def read_seed(record: dict, max_answer_chars: int = MAX_ANSWER_CHARS) -> tuple[d
         domain = "math"
     return {"id": _id(record, question), "question": question, "answer": gold, "solution": solution,
             "domain": domain}, None
+
+
+class BadInputFile(ValueError):
+    """An input file whose lines are mostly not JSON: the message names file:line."""
+
+
+def _no_count(name: str, n: int = 1) -> None:
+    pass
+
+
+def iter_json_lines(path: str, lines: Iterable[str],
+                    count: Callable[[str, int], None] = _no_count) -> Iterator[Any]:
+    """The JSON values of `lines` (the text lines of input file `path`), blank lines left out.
+
+    A line that is not JSON is skipped and counted (`skipped_bad_json`); at the end of the file one
+    warning names file:line of the first few. When more than MAX_BAD_JSON_SHARE of the lines, or
+    all of them, are bad, `BadInputFile` names file:line of the first instead (raised at the end of
+    the file: the good lines before it have been read)."""
+    bad: list[tuple[int, str]] = []
+    n = 0
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        n += 1
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad.append((lineno, f"{err.msg} at column {err.colno}"))
+            count("skipped_bad_json", 1)
+            continue
+        yield value
+    if not bad:
+        return
+    first_line, first_err = bad[0]
+    if len(bad) == n or len(bad) > MAX_BAD_JSON_SHARE * n:
+        raise BadInputFile(f"{path}:{first_line}: {len(bad)} of {n} lines are not JSON (first: {first_err}); "
+                           f"is it a JSON-lines file? (up to {MAX_BAD_JSON_SHARE:.0%} bad lines are skipped)")
+    where = ", ".join(str(ln) for ln, _ in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    log.warning("%s:%d: skipped %d of %d lines that are not JSON (lines %s; first: %s)", path, first_line,
+                len(bad), n, where, first_err)

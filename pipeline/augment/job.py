@@ -70,21 +70,23 @@ def run(cfg: AugmentConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None
         raise shards.MissingInput(f"no augment input at {', '.join(missing or cfg.input_paths())}: give --input "
                                   "GSM8K/MATH-style JSON lines, or run `make refine` first")
     out = cfg.out_dir()
-    shards.makedirs(out)
-    shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
-    t0 = time.monotonic()
-    # MetaMath's prompts carry 8 worked examples (~2-3k tokens) before the question.
-    with llm_endpoint(llm, max_model_len=8192) as llm:
-        log.info("augment: %d input file(s) -> %s with %s at %s", len(files), out, llm.model, llm.url)
-        run_pipeline(cfg, lambda p: build(p, files, cfg, llm))
-    accounting = ("seeds_in", "rows_out", "requests_sent", "cache_hits", "prompt_tokens", "completion_tokens",
-                  *(f"{k}_{w}" for k in T.KINDS for w in ("samples", "accepted")))
-    stats = close_stats(out, t0, accounting, lambda s: {
-        "acceptance": acceptance(s),
-        "targets": {t: {"target": n, "rows": s.get(f"kept_{t}", 0)} for t, n in cfg.targets.items()}})
-    shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
-                       "prompt_version": prompts.PROMPT_VERSION, "inputs": files})
+    with shards.stage_output(out, T.STAGE) as output:
+        shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
+        t0 = time.monotonic()
+        # MetaMath's prompts carry 8 worked examples (~2-3k tokens) before the question.
+        with llm_endpoint(llm, max_model_len=8192) as llm:
+            log.info("augment: %d input file(s) -> %s with %s at %s", len(files), out, llm.model, llm.url)
+            run_pipeline(cfg, lambda p: build(p, files, cfg, llm))
+        accounting = ("seeds_in", "rows_out", "requests_sent", "cache_hits", "prompt_tokens", "completion_tokens",
+                      *(f"{k}_{w}" for k in T.KINDS for w in ("samples", "accepted")))
+        stats = close_stats(out, t0, accounting, lambda s: {
+            "acceptance": acceptance(s),
+            "targets": {t: {"target": n, "rows": s.get(f"kept_{t}", 0)} for t, n in cfg.targets.items()}},
+            max_failure_share=llm.max_failure_share)
+        shards.write_json(shards.join(out, "config.json"),
+                          {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
+                           "prompt_version": prompts.PROMPT_VERSION, "inputs": files})
+        output.publish()
     return stats
 
 

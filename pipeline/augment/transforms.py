@@ -27,7 +27,7 @@ import apache_beam as beam
 from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.pipeline.augment import accept, masking, prompts
-from webinstruct.pipeline.augment.inputs import read_seed
+from webinstruct.pipeline.augment.inputs import iter_json_lines, read_seed
 from webinstruct.pipeline.llm.client import stop_on_server_faults
 from webinstruct.core.stats import Progress, StageCounter
 
@@ -42,19 +42,20 @@ def row_id(type_: str, query: str, response: str) -> str:
 
 
 def input_files(paths: list[str]) -> list[str]:
-    """Files behind the input paths: a directory gives its shards, a glob its matches."""
+    """Files behind the input paths: a directory gives its shards (a stage folder, which must be
+    complete: StageIncomplete otherwise), a glob its matches."""
     files: list[str] = []
     for p in paths:
-        found = shards.list_shards(p)
-        if found:
-            files += found
+        if shards.list_shards(p) or shards.exists(shards.join(p, shards.MARKER)):
+            files += shards.complete_shards(p)
         else:
             files += fio.glob(p) if any(c in p for c in "*?[") else [p]
     return files
 
 
-def iter_records(path: str) -> Iterator[dict]:
-    """JSON lines (plain, .gz, .xz), a stage shard, or a JSON array file."""
+def iter_records(path: str, count=None) -> Iterator[dict]:
+    """JSON lines (plain, .gz, .xz), a stage shard, or a JSON array file. A JSON line that does not
+    parse is skipped and counted with `count` (see `inputs.iter_json_lines`)."""
     if path.endswith(".jsonl.gz") and "/part-" in path:
         yield from shards.iter_shard(path)
         return
@@ -64,9 +65,7 @@ def iter_records(path: str) -> Iterator[dict]:
         if head == "[":
             yield from json.load(f)
             return
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
+        yield from iter_json_lines(path, f, *([count] if count is not None else []))
 
 
 def _request(id_: str, messages: list[dict], c: dict, seed: int, temperature: float | None = None,
@@ -144,7 +143,7 @@ class AugmentFiles(beam.DoFn):
         limit = self.cfg["limit"]
         for path in files:
             taken = 0
-            for record in iter_records(path):
+            for record in iter_records(path, count):
                 if limit and taken >= limit:
                     break
                 seed, reason = read_seed(record)

@@ -53,22 +53,24 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfi
 
 def run(cfg: ExtractConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the stage; `recipe` (the whole recipe, unused here) keeps the LLM stages' signatures alike."""
-    inputs = shards.list_shards(cfg.input_dir())
-    if not inputs:
+    if not shards.list_shards(cfg.input_dir()):
         raise shards.MissingInput(f"no recall output in {cfg.input_dir()}: run `make recall` (webinstruct recall) first")
+    # Before any server starts: a recall folder without its completion marker is refused.
+    inputs = shards.complete_shards(cfg.input_dir(), "recall")
     out = cfg.out_dir()
-    shards.makedirs(out)
-    shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
-    t0 = time.monotonic()
-    # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
-    with llm_endpoint(llm, max_model_len=4096) as llm:
-        log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
-        run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
-    # Counters shown even when zero: "requests_sent: 0" is what a rerun should say.
-    stats = close_stats(out, t0, ACCOUNTING)
-    shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
-                       "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs})
+    with shards.stage_output(out, T.STAGE) as output:
+        shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
+        t0 = time.monotonic()
+        # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
+        with llm_endpoint(llm, max_model_len=4096) as llm:
+            log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
+            run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
+        # Counters shown even when zero: "requests_sent: 0" is what a rerun should say.
+        stats = close_stats(out, t0, ACCOUNTING, max_failure_share=llm.max_failure_share)
+        shards.write_json(shards.join(out, "config.json"),
+                          {**dataclasses.asdict(cfg), "llm": llm_settings(llm),
+                           "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs})
+        output.publish()
     return stats
 
 

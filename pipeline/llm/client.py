@@ -7,12 +7,19 @@ Three ways in, one engine: an asyncio loop in a background thread that keeps up 
   * `stream(groups, max_pending)`: an iterator of (owner, requests) groups in, (owner, results)
     out as each group finishes, with at most `max_pending` groups in flight. A long stage feeds it
     documents and never waits at a batch boundary for the slowest reply: the server stays busy.
-Two layers of retries:
-  * transport (connection errors, timeouts, 429, 5xx): the openai client's own, with backoff;
-  * semantic (invalid JSON, schema mismatch, a reply cut at max_tokens): ours, with a new seed,
-    a temperature floor for JSON errors, and twice the token budget for cut replies.
+Failures are told apart by who is at fault:
+  * the SERVER's (connection errors, timeouts, HTTP errors, an HTTP 200 whose body is not a chat
+    completion: HTML, `choices: []`, `message.content: null`, another `object` type; a request past
+    its `deadline_s`): retried with backoff (the openai client's own retries for transport and
+    5xx/429, ours for malformed bodies), never cached; a stage stops on them with one line
+    (`stop_on_server_faults`: rerun to resume, the finished replies are cached);
+  * the MODEL's (a well-formed reply cut at max_tokens, not JSON, not matching the schema): our
+    semantic retries with a new seed, a temperature floor for JSON errors, twice the token budget
+    for cut replies; a final failure is cached, and a stage whose share of them passes
+    `max_failure_share` ends with `LLMModelFailures` (pipeline/stage.py `close_stats`).
 A request that still fails becomes an `LLMResult(ok=False, error="<cause>: ...")`; one bad
 request never raises. Only a server that cannot be reached at all raises `LLMUnavailable`.
+While requests are pending a heartbeat line is logged every `heartbeat_s` seconds.
 
 Create the client in `DoFn.setup()`, not in the pipeline constructor: it owns a thread and sockets.
 """
@@ -27,6 +34,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -45,10 +53,64 @@ RETRY_SEED_STRIDE = 1_000_003
 # Failures decided by the model's own reply: asking again with the same request gives the same
 # answer, so the verdict is cached. Transport and HTTP errors are not final.
 FINAL_CAUSES = ("length", "invalid_json", "schema")
+# The server's failures (see `is_server_fault`): never cached; a stage stops on them.
+SERVER_CAUSES = ("transport", "deadline", "bad_response")
+# HTTP statuses that refuse this one request (a prompt over the context length, a body too large):
+# neither the model's failure nor a broken server, so the request fails alone and is not cached.
+REQUEST_REFUSALS = (400, 413, 422)
+MAX_BACKOFF_S = 30.0
 
 
 class LLMUnavailable(RuntimeError):
     """No configured server answers: a setup problem, not a data problem, so the stage stops."""
+
+
+class LLMServerFailure(RuntimeError):
+    """The endpoint failed mid-run beyond the client's retries (raised by `stop_on_server_faults`)."""
+
+
+class LLMModelFailures(ValueError):
+    """Too large a share of a stage's requests failed for the model's own reasons (invalid JSON,
+    schema mismatch, cut at the token cap): the output would be mostly holes (raised by
+    pipeline/stage.py `close_stats`, after stats.json is written)."""
+
+
+class _ServerFault(Exception):
+    """One request's server fault, after the retries: `cause` (transport, http_<status>, deadline,
+    bad_response) and a one-line `detail`."""
+
+    def __init__(self, cause: str, detail: str):
+        super().__init__(f"{cause}: {detail}")
+        self.cause, self.detail = cause, detail
+
+
+def _one_line(text: Any, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def read_reply(reply: Any) -> tuple[str, str, Any]:
+    """(content, finish_reason, usage) of a chat-completions reply, or `_ServerFault("bad_response")`
+    when the server sent something else: a body that is not JSON (the openai client hands it back
+    as a str), another `object` type, no choices, or `content: null` (kept only with
+    finish_reason "length": the model spent its budget before writing anything, its own failure)."""
+    if not hasattr(reply, "choices"):
+        raise _ServerFault("bad_response", f"body is not a chat completion: {_one_line(reply, 80)!r}")
+    kind = getattr(reply, "object", None)
+    if kind not in (None, "chat.completion"):
+        raise _ServerFault("bad_response", f"object {kind!r}, not a chat.completion")
+    if not reply.choices:
+        raise _ServerFault("bad_response", "no choices in the reply")
+    choice = reply.choices[0]
+    message = getattr(choice, "message", None)
+    finish = getattr(choice, "finish_reason", None) or ""
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        if content is None and finish == "length":
+            content = ""
+        else:
+            raise _ServerFault("bad_response", f"message.content is {_one_line(repr(content), 40)} "
+                                               f"(finish_reason {finish or 'missing'!r})")
+    return content, finish, getattr(reply, "usage", None)
 
 
 @dataclass
@@ -57,8 +119,8 @@ class LLMResult:
     ok: bool
     text: str = ""             # raw content of the last reply
     data: Any = None           # parsed JSON when the request had a schema and the reply matched it
-    error: str = ""            # "<cause>: detail" when not ok; cause in invalid_json, schema, length,
-                               # transport, http_<status>, bad_response
+    error: str = ""            # "<cause>: detail" when not ok; the model's: invalid_json, schema, length;
+                               # the server's: transport, deadline, http_<status>, bad_response
     finish_reason: str = ""
     prompt_tokens: int = 0     # summed over attempts: what the request cost
     completion_tokens: int = 0
@@ -73,26 +135,36 @@ _MAX_JSON_STARTS = 32  # candidate '{' / '[' positions tried; bounds the work on
 
 
 def parse_json(text: str) -> tuple[Any, str | None]:
-    """(value, None) for the first JSON object or array in `text`, or (None, reason).
+    """(value, None) for the JSON object or array in `text`, or (None, reason).
 
-    Models wrap JSON in ```json fences or in prose even when asked not to; servers that enforce
-    the schema do not, so leniency costs nothing there."""
+    The whole reply is parsed first (a valid reply whose strings hold a ``` fence is that reply,
+    not the fenced code); then ```json fences, then the first object or array embedded in prose.
+    Models wrap JSON in fences or prose even when asked not to; servers that enforce the schema do
+    not, so leniency costs nothing there."""
     text = (text or "").strip()
-    fenced = _FENCE.search(text)
-    if fenced:
-        text = fenced.group(1).strip()
     try:
-        return json.loads(text), None
+        return json.loads(text, strict=False), None
     except ValueError:
         pass
-    decoder = json.JSONDecoder()
+    embedded = None  # (start, end, value) of the first object or array that decodes
+    decoder = json.JSONDecoder(strict=False)  # raw newlines in strings: common in model output
     starts = [m.start() for m in re.finditer(r"[\[{]", text)][:_MAX_JSON_STARTS]
     for start in starts:
         try:
-            value, _ = decoder.raw_decode(text, start)
-            return value, None
+            value, end = decoder.raw_decode(text, start)
         except ValueError:
             continue
+        embedded = (start, end, value)
+        break
+    for fenced in _FENCE.finditer(text):
+        if embedded is not None and embedded[0] < fenced.start() < embedded[1]:
+            break  # a fence inside a string of the embedded object: the object is the reply
+        try:
+            return json.loads(fenced.group(1).strip(), strict=False), None
+        except ValueError:
+            continue
+    if embedded is not None:
+        return embedded[2], None
     snippet = text[:60].replace("\n", " ")
     return None, f"no JSON object or array in reply {snippet!r}" if text else "empty reply"
 
@@ -230,6 +302,10 @@ class LLMClient:
         self._rr = 0
         self._probed = False
         self._lock = threading.Lock()
+        self._pending: dict[int, float] = {}  # id of a request being fetched -> when it started (monotonic)
+        self._active = 0                       # of those, requests now waiting on the server
+        self._done = 0
+        self._heartbeat_task: asyncio.Task | None = None
 
     # Beam pickles DoFns; a client carried along restarts its thread and connections where it lands.
     def __getstate__(self):
@@ -248,6 +324,7 @@ class LLMClient:
                                             max_retries=self.cfg.transport_retries) for u in self.urls]
         self._sem, self._probe_lock, self._inflight = None, None, {}
         self._rr, self._probed = 0, False
+        self._pending, self._active, self._done, self._heartbeat_task = {}, 0, 0, None
         self._pid = os.getpid()
 
     # ------------------------------------------------------------ public
@@ -298,6 +375,8 @@ class LLMClient:
     def close(self) -> None:
         if self._loop is not None and self._pid == os.getpid():
             async def _close_all():
+                if self._heartbeat_task is not None:
+                    self._heartbeat_task.cancel()
                 for c in self._clients:
                     await c.close()
             try:
@@ -331,20 +410,24 @@ class LLMClient:
         todo: dict[str, list[int]] = {}  # key -> request indices; duplicates in a batch are sent once
         for i, key in enumerate(keys):
             hit = hits.get(key)
-            if hit is not None and "failed" in hit and self.cfg.retry_failed:
-                hit = None  # the user asked to try recorded failures again
+            if hit is not None and "failed" in hit:
+                if self.cfg.retry_failed or _cause(hit["failed"]) not in FINAL_CAUSES:
+                    hit = None  # asked to try recorded failures again; or a server fault an older client recorded
+                else:
+                    hit = self._recover(key, hit, requests[i].get("schema"), tally)
             if hit is not None:
                 results[i] = _from_cache(ids[i], hit)
                 tally["cache_hits_failed" if "failed" in hit else "cache_hits"] += 1
             else:
                 todo.setdefault(key, []).append(i)
         if not todo:
-            return results, tally  # type: ignore[return-value]
+            return _count_model_failures(results, tally), tally  # type: ignore[arg-type]
 
         await self._ensure_probed(tally)
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.cfg.max_concurrency)
         keys_todo = list(todo)
+        self._start_heartbeat()
         sent = await asyncio.gather(*(self._shared(key, payloads[todo[key][0]], requests[todo[key][0]].get("schema"),
                                                    tally) for key in keys_todo))
         for key, result in zip(keys_todo, sent):
@@ -354,7 +437,39 @@ class LLMClient:
         if failed:
             # Debug only: a stage streams one batch per document, and the stage's stats count every cause.
             log.debug("LLM: %d of %d requests failed after retries: %s", sum(failed.values()), len(sent), dict(failed))
-        return results, tally  # type: ignore[return-value]
+        return _count_model_failures(results, tally), tally  # type: ignore[arg-type]
+
+    def _recover(self, key: str, hit: dict, schema: dict | None, tally: collections.Counter) -> dict:
+        """A recorded invalid_json/schema verdict whose reply the current parser accepts (an older
+        one took a fenced block out of a string for the reply) becomes the reply it is."""
+        if schema is None or _cause(hit["failed"]) not in ("invalid_json", "schema") or not hit.get("text"):
+            return hit
+        data, err = parse_json(hit["text"])
+        if err is not None or validate(data, schema) is not None:
+            return hit
+        value = {"text": hit["text"], "data": data, "finish_reason": hit.get("finish_reason") or "stop",
+                 "prompt_tokens": 0, "completion_tokens": 0}
+        try:
+            self.cache.put(key, value)  # type: ignore[union-attr]
+        except Exception as err_:
+            log.warning("LLM cache: could not store a recovered reply: %s", err_)
+            tally["cache_put_errors"] += 1
+        tally["cache_failures_recovered"] += 1
+        return value
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.ensure_future(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        """A progress line every `heartbeat_s` while requests are pending, so a stalled server shows."""
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_s)
+            if not self._pending:
+                return
+            oldest = time.monotonic() - min(self._pending.values())
+            log.info("LLM heartbeat: %d requests pending, %d in flight at the server, %d done; oldest pending %.0f s "
+                     "(deadline %.0f s)", len(self._pending), self._active, self._done, oldest, self.cfg.deadline_s)
 
     async def _shared(self, key: str, payload: dict, schema: dict | None, tally: collections.Counter) -> LLMResult:
         """The reply for `key`; a request already in flight for another batch is awaited, not sent twice."""
@@ -421,12 +536,22 @@ class LLMClient:
         return client
 
     async def _one(self, key: str, payload: dict, schema: dict | None, tally: collections.Counter) -> LLMResult:
+        token = id(asyncio.current_task())
+        self._pending[token] = time.monotonic()
+        try:
+            return await self._attempts(payload, schema, tally, key)
+        finally:
+            self._pending.pop(token, None)
+            self._done += 1
+
+    async def _attempts(self, payload: dict, schema: dict | None, tally: collections.Counter, key: str) -> LLMResult:
         cfg = self.cfg
         max_tokens, temperature = payload["max_tokens"], payload["temperature"]
         cap = max(cfg.max_tokens_cap, max_tokens)
         cause = detail = text = finish = ""
         data: Any = None
-        attempts = prompt_tokens = completion_tokens = 0
+        budget = [cfg.deadline_s]  # seconds left to this request (all its attempts)
+        counts = {"attempts": 0, "prompt_tokens": 0, "completion_tokens": 0}
         for attempt in range(cfg.semantic_retries + 1):
             send = dict(payload)
             if attempt:
@@ -434,32 +559,15 @@ class LLMClient:
                 # below); a large stride so it does not collide with seed+1 used as another sample.
                 send.update(seed=(payload["seed"] + attempt * RETRY_SEED_STRIDE) % 2**31, max_tokens=max_tokens,
                             temperature=temperature)
-            attempts += 1
-            tally["requests_sent"] += 1
             try:
-                async with self._sem:  # type: ignore[union-attr]
-                    reply = await self._next_client().chat.completions.create(**send)
-                choice = reply.choices[0]
-                text, finish = choice.message.content or "", choice.finish_reason or ""
-                usage = reply.usage
-            except openai.APIStatusError as err:
-                refused = f"HTTP {err.status_code} {str(err)[:200]}"
-                if err.status_code == 429 or err.status_code >= 500:
-                    cause, detail = "transport", refused
-                elif cause == "length":  # the doubled budget was refused (over the context length?)
-                    detail = f"{detail}; the larger budget was refused: {refused}"
+                text, finish = await self._send(send, budget, counts, tally)
+            except _ServerFault as fault:
+                if fault.cause.startswith("http_") and cause == "length":
+                    # the doubled budget was refused (over the context length?): still the model's failure
+                    detail = f"{detail}; the larger budget was refused: {fault.detail}"
                 else:
-                    cause, detail = f"http_{err.status_code}", refused
+                    cause, detail, text, finish = fault.cause, fault.detail, "", ""
                 break
-            except openai.APIConnectionError as err:  # connection errors and timeouts, after the client's retries
-                cause, detail = "transport", f"{type(err).__name__}: {err}"
-                break
-            except (AttributeError, IndexError, TypeError, ValueError) as err:  # a reply without choices etc.
-                cause, detail = "bad_response", f"{type(err).__name__}: {err}"
-                break
-            if usage is not None:
-                prompt_tokens += usage.prompt_tokens or 0
-                completion_tokens += usage.completion_tokens or 0
 
             if finish == "length":
                 cause, detail = "length", f"reply cut at max_tokens={send['max_tokens']}"
@@ -481,18 +589,65 @@ class LLMClient:
                 cause = ""
             if not cause:
                 result = LLMResult(id="", ok=True, text=text, data=data, finish_reason=finish,
-                                   prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                   attempts=attempts)
+                                   prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
+                                   attempts=counts["attempts"])
                 self._store(key, result, tally)
                 return result
             if attempt < cfg.semantic_retries:
                 tally[f"retries_{cause}"] += 1
-        tally["prompt_tokens"] += prompt_tokens
-        tally["completion_tokens"] += completion_tokens
+        tally["prompt_tokens"] += counts["prompt_tokens"]
+        tally["completion_tokens"] += counts["completion_tokens"]
         tally[f"failures_{cause}"] += 1
         log.debug("LLM request failed: %s: %s", cause, detail)
         return LLMResult(id="", ok=False, text=text, error=f"{cause}: {detail}", finish_reason=finish,
-                         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, attempts=attempts)
+                         prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"],
+                         attempts=counts["attempts"])
+
+    async def _send(self, send: dict, budget: list[float], counts: dict, tally: collections.Counter) -> tuple[str, str]:
+        """(content, finish_reason) of one chat request, or `_ServerFault` when the server failed it
+        after the retries (the openai client retries transport faults and 429/5xx itself; a
+        malformed 200 is retried here, with backoff) or `budget[0]` seconds ran out."""
+        faults = 0
+        while True:
+            if budget[0] <= 0:
+                raise _ServerFault("deadline", f"no reply within deadline_s={self.cfg.deadline_s:g} s")
+            counts["attempts"] += 1
+            tally["requests_sent"] += 1
+            try:
+                async with self._sem:  # type: ignore[union-attr]
+                    started = time.monotonic()
+                    self._active += 1
+                    try:
+                        reply = await asyncio.wait_for(self._next_client().chat.completions.create(**send),
+                                                       timeout=budget[0])
+                    finally:
+                        self._active -= 1
+                        budget[0] -= time.monotonic() - started
+                text, finish, usage = read_reply(reply)
+            except openai.APIStatusError as err:
+                code = err.status_code
+                cause = "transport" if code == 429 or code >= 500 else f"http_{code}"
+                raise _ServerFault(cause, f"HTTP {code} {_one_line(err)}") from None
+            except openai.APIConnectionError as err:  # connection errors and timeouts, after the client's retries
+                raise _ServerFault("transport", _one_line(f"{type(err).__name__}: {err}")) from None
+            except asyncio.TimeoutError:
+                raise _ServerFault("deadline", f"no reply within deadline_s={self.cfg.deadline_s:g} s "
+                                               f"(timeout_s={self.cfg.timeout_s:g} per attempt)") from None
+            except _ServerFault as fault:
+                faults += 1
+                tally["server_faults"] += 1
+                if faults > self.cfg.transport_retries:
+                    raise
+                wait = min(self.cfg.backoff_s * 2 ** (faults - 1), MAX_BACKOFF_S, max(budget[0], 0.0))
+                tally["retries_bad_response"] += 1
+                log.debug("LLM: malformed reply (%s); asking again in %.1f s", fault.detail, wait)
+                await asyncio.sleep(wait)
+                budget[0] -= wait
+                continue
+            if usage is not None:
+                counts["prompt_tokens"] += getattr(usage, "prompt_tokens", 0) or 0
+                counts["completion_tokens"] += getattr(usage, "completion_tokens", 0) or 0
+            return text, finish
 
     def _store_failure(self, key: str, result: LLMResult, tally: collections.Counter) -> None:
         """Record the final verdict of a request that failed every retry for a reason the model
@@ -569,17 +724,32 @@ def _done_future() -> concurrent.futures.Future:
     return future
 
 
-# Failures that say the server, not the reply, is the problem: a stage stops on them (its finished
-# replies are cached) rather than writing output with holes.
-SERVER_FAULTS = ("transport", "http_500", "http_502", "http_503", "http_504")
-
-
-class LLMServerFailure(RuntimeError):
-    """The endpoint failed mid-run beyond the client's retries."""
+def _cause(error: str) -> str:
+    return (error or "").split(":", 1)[0]
 
 
 def is_server_fault(result: LLMResult) -> bool:
-    return not result.ok and (result.error or "").split(":", 1)[0] in SERVER_FAULTS
+    """The server, not the reply, failed the request: transport errors, a passed deadline, HTTP
+    errors but for the refusals of one request (400, 413, 422), and malformed 200 replies. A stage
+    stops on them (its finished replies are cached) rather than writing output with holes."""
+    if result.ok:
+        return False
+    cause = _cause(result.error)
+    if cause.startswith("http_"):
+        return not cause[5:].isdigit() or int(cause[5:]) not in REQUEST_REFUSALS
+    return cause in SERVER_CAUSES
+
+
+def is_model_failure(result: LLMResult) -> bool:
+    """The model's own well-formed reply failed: cut at max_tokens, not JSON, not the schema."""
+    return not result.ok and _cause(result.error) in FINAL_CAUSES
+
+
+def _count_model_failures(results: list, tally: collections.Counter) -> list:
+    """Tally `model_failures` (fresh and cached) beside `requests`: pipeline/stage.py `close_stats`
+    compares their ratio with `max_failure_share`."""
+    tally["model_failures"] += sum(1 for r in results if is_model_failure(r))
+    return results
 
 
 def stop_on_server_faults(results: list[LLMResult], where: str = "") -> None:
@@ -592,7 +762,8 @@ def stop_on_server_faults(results: list[LLMResult], where: str = "") -> None:
     if lost:
         raise LLMServerFailure(
             f"the LLM server stopped answering: {len(lost)} of {len(results)} requests{' ' + where if where else ''} "
-            f"failed after retries ({lost[0].error}); the finished replies are cached, rerun the stage to resume")
+            f"failed after retries ({_one_line(lost[0].error, 300)}); the finished replies are cached, "
+            f"rerun the stage to resume")
 
 
 def _from_cache(id_: str, value: dict) -> LLMResult:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, option
+from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share, option
 
 
 @dataclass
@@ -23,7 +23,19 @@ class LLMConfig:
     api_key: str = option("EMPTY", "API key sent to the server (local servers ignore it)")
     max_concurrency: PositiveInt = option(16, "requests in flight per worker process")
     timeout_s: PositiveFloat = option(120.0, "seconds before one HTTP request is abandoned (then retried)")
-    transport_retries: NonNegativeInt = option(3, "the openai client's own retries on connection errors, timeouts, 429 and 5xx")
+    transport_retries: NonNegativeInt = option(3, "retries of a server fault: the openai client's own on connection errors, "
+                                                  "timeouts, 429 and 5xx; ours on a malformed reply (HTML, no choices, "
+                                                  "null content)")
+    deadline_s: PositiveFloat = option(600.0, "seconds one request may take in all, every attempt and retry together (time "
+                                              "queued for a free slot not counted); past it the request is a server "
+                                              "fault and the stage stops (rerun to resume)")
+    backoff_s: PositiveFloat = option(1.0, "first wait before a malformed server reply is asked again; doubled on each "
+                                           "retry, at most 30 s")
+    heartbeat_s: PositiveFloat = option(30.0, "seconds between progress lines (pending, in flight, done, oldest pending "
+                                              "age) while requests are pending")
+    max_failure_share: Share = option(0.5, "share of a stage's requests that may fail for the model's own reasons "
+                                           "(invalid JSON, schema mismatch, cut at max_tokens_cap) before the stage "
+                                           "exits non-zero; 1 accepts any share")
     semantic_retries: NonNegativeInt = option(2, "our retries on invalid JSON, schema mismatch or a reply cut at max_tokens")
     temperature: NonNegativeFloat = option(0.0, "sampling temperature (0: greedy)")
     retry_temperature: NonNegativeFloat = option(0.5, "temperature floor on retries after invalid JSON or a schema mismatch "

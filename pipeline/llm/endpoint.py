@@ -15,12 +15,22 @@ from webinstruct.pipeline.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 
-
 def with_model(llm: LLMConfig) -> LLMConfig:
-    """`llm` with its model named; asking the first URL checks that it answers (a clear error if not)."""
-    from webinstruct.pipeline.llm.client import LLMClient
+    """`llm` with its model named; asking the first URL checks that it answers (a clear error if not:
+    `LLMUnavailable` naming the model-list URL and the HTTP status that answered)."""
+    import openai
 
-    model = LLMClient(llm).resolve_model(llm.url[0])
+    from webinstruct.pipeline.llm.client import LLMClient, LLMUnavailable
+    from webinstruct.pipeline.llm.config import normalize_url
+
+    try:
+        model = LLMClient(llm).resolve_model(llm.url[0])
+    except openai.APIStatusError as err:
+        where = normalize_url(llm.url[0]).rstrip("/") + "/models"
+        detail = " ".join(str(getattr(err, "message", "") or err).split())[:200]
+        raise LLMUnavailable(
+            f"{where} answered HTTP {err.status_code} ({detail}): is {llm.url[0]} an OpenAI-compatible server "
+            f"(the URL ends in /v1)? Set LLM_URL (or --llm-url) to one, e.g. LLM_URL=http://gpu-host:8000/v1") from err
     return llm if llm.model else dataclasses.replace(llm, model=model)
 
 

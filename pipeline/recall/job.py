@@ -6,7 +6,8 @@
                -> shuffle to one key      -> finish (stats.json)
 
 Outputs in RUN/recall/: part-NNNNN-of-MMMMM.jsonl.gz (RecalledDocument), domains.jsonl.gz
-(DomainRow), stats.json (flat counters), config.json (the settings used).
+(DomainRow), stats.json (flat counters), config.json (the settings used), and last _SUCCESS, the
+completion marker listing them (core/publish.py): without it the next stage refuses the folder.
 """
 from __future__ import annotations
 
@@ -75,15 +76,24 @@ def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], di
             f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
     paths = expand_inputs(cfg.warc)
     out = cfg.out_dir()
-    shards.makedirs(out)
-    log.info("recall: %d WARC files -> %s (runner %s)", len(paths), out, cfg.runner)
-    t0 = time.monotonic()
-    result = run_pipeline(cfg, lambda p: build(p, paths, cfg, classifier_path))
-    wall = time.monotonic() - t0
-    stats = shards.read_json(shards.join(out, "stats.json"))
-    shards.write_json(shards.join(out, "config.json"),
-                      {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+    # Locked, marker removed first; the marker, written last, makes the folder readable again.
+    with shards.stage_output(out, T.STAGE) as output:
+        log.info("recall: %d WARC files -> %s (runner %s)", len(paths), out, cfg.runner)
+        t0 = time.monotonic()
+        result = run_pipeline(cfg, lambda p: build(p, paths, cfg, classifier_path))
+        wall = time.monotonic() - t0
+        stats = shards.read_json(shards.join(out, "stats.json"))
+        shards.write_json(shards.join(out, "stats.json"), timed(stats, wall))
+        shards.write_json(shards.join(out, "config.json"),
+                          {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+        output.publish(["domains.jsonl.gz"])
     return stats, beam_counters(result, T.STAGE), wall
+
+
+def timed(stats: dict[str, Any], wall: float) -> dict[str, Any]:
+    """The counters plus the run's wall time and page rate, as stats.json records them."""
+    return {**stats, "wall_seconds": round(wall, 2),
+            "pages_per_second": round(stats.get("pages_decoded", 0) / wall, 2) if wall > 0 else 0.0}
 
 
 def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]:
@@ -92,10 +102,7 @@ def run(cfg: RecallConfig, classifier_path: str | None = None) -> dict[str, Any]
     if metrics is not None and metrics != stats:
         # Should not happen: both come from the same StageCounter calls. Say so loudly if it does.
         log.warning("Beam metrics and stats.json disagree: %s vs %s", metrics, stats)
-    stats["wall_seconds"] = round(wall, 2)
-    stats["pages_per_second"] = round(stats.get("pages_decoded", 0) / wall, 2) if wall > 0 else 0.0
-    shards.write_json(shards.join(cfg.out_dir(), "stats.json"), stats)
-    return stats
+    return timed(stats, wall)  # what execute wrote to stats.json before publishing the folder
 
 
 def summary(stats: dict[str, Any], out_dir: str) -> str:

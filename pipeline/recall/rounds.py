@@ -61,6 +61,7 @@ def read_table(recall_dir: str) -> list[dict[str, Any]]:
     path = shards.join(recall_dir, "domains.jsonl.gz")
     if not shards.exists(path):
         raise shards.MissingInput(f"no domain table at {path}: run `webinstruct recall` first")
+    shards.complete_shards(recall_dir, "recall")  # refuses a recall folder a killed run left behind
     return list(shards.iter_shard(path, DomainRow))
 
 
@@ -74,7 +75,7 @@ def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
 
         candidates, _ = dom.select_domains(rows, cfg.min_recalled, cfg.min_share)
         by_name = {r["domain"]: r for r in rows}
-        docs = shards.read_shards(cfg.previous_dir(), RecalledDocument, produced_by="make recall")
+        docs = shards.read_shards(cfg.previous_dir(), RecalledDocument, produced_by="recall")
         labels, accounting = domain_labels.label_domains(
             [by_name[d] for d in candidates], docs, llm or LLMConfig(),
             (llm.cache if llm and llm.cache else f"{cfg.run.rstrip('/')}/cache/llm.sqlite"))
@@ -109,7 +110,7 @@ def round_training_texts(cfg: DomainsConfig, selected: list[str]) -> tuple[list[
 
     chosen = set(selected)
     pos_web, neg_web = [], []
-    for doc in shards.read_shards(cfg.previous_dir(), RecalledDocument, "webinstruct recall"):
+    for doc in shards.read_shards(cfg.previous_dir(), RecalledDocument, "recall"):
         (pos_web if doc["domain"] in chosen else neg_web).append(doc["text"])
     positives = load_texts(cfg.positives) + pos_web
     negatives = load_texts(cfg.negatives) + neg_web
@@ -119,7 +120,7 @@ def round_training_texts(cfg: DomainsConfig, selected: list[str]) -> tuple[list[
 
 
 def recalled_urls(recall_dir: str) -> list[str]:
-    return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "webinstruct recall")]
+    return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "recall")]
 
 
 def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | None = None) -> dict[str, Any]:

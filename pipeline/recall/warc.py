@@ -4,11 +4,16 @@ Real crawls contain truncated downloads, corrupt gzip members, malformed headers
 payloads and pages of many megabytes. None of these may stop a job or cost the good records
 around them: when the reader fails inside a file it counts the failure, scans forward to the
 next record boundary (next gzip member or `WARC/1.x` header line) and carries on from there.
+
+A file that does not start with a WARC record (a text or HTML file named .warc.gz, an empty file)
+is not read at all: it counts `not_a_warc` with one warning naming it, rather than being parsed
+line by line as damaged records.
 """
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from typing import Callable, Iterator
 
 from warcio.archiveiterator import ArchiveIterator
@@ -70,6 +75,19 @@ def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
 def _is_gzipped(path: str) -> bool:
     with fio.open(path, "rb", compression=None) as fh:
         return fh.read(3) == GZIP_MAGIC
+
+
+def _head(path: str, gzipped: bool, size: int = 64) -> bytes | None:
+    """The first `size` bytes of the file's content (of its first gzip member when gzipped), or
+    None when they cannot be decompressed (a damaged first member: the resync logic handles it)."""
+    with fio.open(path, "rb", compression=None) as fh:
+        raw = fh.read(1 << 16)
+    if not gzipped:
+        return raw[:size]
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, size)
+    except zlib.error:
+        return None
 
 
 def _page_from_record(record, path: str, offset: int, max_page_bytes: int, count: Count) -> dict | None:
@@ -145,6 +163,12 @@ def read_pages(
         log.error("cannot open %s: %s", path, err)
         return
     count("warc_files", 1)
+    head = _head(path, gzipped)
+    if head is not None and not head.lstrip().startswith(b"WARC/"):
+        count("not_a_warc", 1)
+        start = f"it starts with {head[:24]!r}" if head.strip() else "it is empty"
+        log.warning("%s: not a WARC file (%s, not a 'WARC/1.x' record header); skipped", path, start)
+        return
     base = 0
     last_log = time.monotonic()
     n_records = 0

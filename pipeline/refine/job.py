@@ -119,33 +119,36 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
 
     if cfg.merge not in MERGE_POLICIES:
         raise ValueError(f"refine.merge {cfg.merge!r}: choose one of {', '.join(MERGE_POLICIES)}")
-    inputs = shards.list_shards(cfg.input_dir())
-    if not inputs:
+    if not shards.list_shards(cfg.input_dir()):
         raise shards.MissingInput(f"no extract output in {cfg.input_dir()}: run `make extract` (webinstruct extract) first")
+    # Before any server starts: an extract folder without its completion marker is refused.
+    inputs = shards.complete_shards(cfg.input_dir(), "extract")
     out = cfg.out_dir()
-    shards.makedirs(out)
-    cache = llm.cache or cfg.cache_path()
-    shards.makedirs(cache.rsplit("/", 1)[0])
-    t0 = time.monotonic()
-    index = NGramIndex.cached(benchmark_roots(cfg), cfg.ngram, cfg.index_cache or None)
-    log.info("refine: decontaminating against %d benchmarks (%s word %d-grams)", len(index.names), f"{len(index):,}",
-             cfg.ngram)
-    with llm_endpoint(llm, max_model_len=4096) as live:
-        refiners = resolve_refiners(cfg, live)
-        log.info("refine: %d extract shards -> %s with %s (merge: %s)", len(inputs), out,
-                 ", ".join(f"{r['name']}={r['llm']['model']}" for r in refiners), cfg.merge)
-        run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, index.path, cache))
-    stats = close_stats(out, t0, ACCOUNTING)
-    used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
-            "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}
-    shards.write_json(shards.join(out, "config.json"), used)
-    rows = list(shards.read_shards(out, WebInstructRow))
-    export(out, rows)
     from webinstruct.pipeline.report.dataset_card import write_card
     from webinstruct.pipeline.report.run_report import write_report
 
-    write_card(out, rows, stats, {**(recipe or {}), "refine": used})
-    write_report(cfg.run)
+    with shards.stage_output(out, T.STAGE) as output:
+        cache = llm.cache or cfg.cache_path()
+        shards.makedirs(cache.rsplit("/", 1)[0])
+        t0 = time.monotonic()
+        index = NGramIndex.cached(benchmark_roots(cfg), cfg.ngram, cfg.index_cache or None)
+        log.info("refine: decontaminating against %d benchmarks (%s word %d-grams)", len(index.names),
+                 f"{len(index):,}", cfg.ngram)
+        with llm_endpoint(llm, max_model_len=4096) as live:
+            refiners = resolve_refiners(cfg, live)
+            log.info("refine: %d extract shards -> %s with %s (merge: %s)", len(inputs), out,
+                     ", ".join(f"{r['name']}={r['llm']['model']}" for r in refiners), cfg.merge)
+            run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, index.path, cache))
+        stats = close_stats(out, t0, ACCOUNTING, max_failure_share=llm.max_failure_share)
+        used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
+                "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}
+        shards.write_json(shards.join(out, "config.json"), used)
+        rows = list(shards.read_shards(out, WebInstructRow, complete=False))  # just written, not yet published
+        exports = export(out, rows)
+        write_card(out, rows, stats, {**(recipe or {}), "refine": used})
+        output.publish([T.CONTAMINATED_FILE, "README.md",
+                        *(fio.basename(fio.dirname(p)) + "/" + fio.basename(p) for p in exports.values())])
+    write_report(cfg.run)  # RUN/report.md reads the published folders
     return stats
 
 

@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 from webinstruct.core import shards
 from webinstruct.core import io as fio
+from webinstruct.core import publish
 
 STAGES = ("recall", "extract", "refine")
 FUNNEL = {
@@ -57,18 +58,30 @@ def _png(fig: Figure) -> bytes:
 # ---- reading ----------------------------------------------------------------------------------
 
 def load_stats(run_dir: str) -> dict[str, dict[str, Any]]:
-    """stats.json of every stage that has written one, by stage name."""
+    """stats.json of every stage whose folder is complete (its `_SUCCESS` marker is valid), by
+    stage name: a folder a killed run left behind may hold an earlier run's stats.json."""
     out = {}
     for stage in STAGES:
         path = fio.join(run_dir, stage, "stats.json")
-        if fio.exists(path):
+        if fio.exists(path) and shards.is_complete(fio.join(run_dir, stage)):
             out[stage] = shards.read_json(path)
+    return out
+
+
+def incomplete_stages(run_dir: str) -> list[str]:
+    """Stages whose folder holds files (shards or stats.json) but is not complete."""
+    out = []
+    for stage in STAGES:
+        directory = fio.join(run_dir, stage)
+        written = shards.list_shards(directory) or fio.exists(fio.join(directory, "stats.json"))
+        if written and not shards.is_complete(directory):
+            out.append(stage)
     return out
 
 
 def _rows(run_dir: str, stage: str) -> Iterable[dict[str, Any]]:
     directory = fio.join(run_dir, stage)
-    return shards.read_shards(directory) if shards.list_shards(directory) else iter(())
+    return shards.read_shards(directory) if shards.is_complete(directory) else iter(())
 
 
 def _relative(path: str, run_dir: str) -> str:
@@ -373,13 +386,19 @@ def _llm(stats: dict[str, dict[str, Any]]) -> list[str]:
 def render(run_dir: str) -> tuple[str, dict[str, bytes]]:
     """The report's Markdown and its PNGs by file name, without writing anything."""
     stats = load_stats(run_dir)
+    unfinished = incomplete_stages(run_dir)
     if not stats:
+        if unfinished:  # the one-line refusal of the first incomplete folder
+            shards.complete_shards(fio.join(run_dir, unfinished[0]), unfinished[0])
         raise shards.MissingInput(f"no stage stats.json under {run_dir}: run `make recall` (webinstruct recall) first")
     pngs: dict[str, bytes] = {}
     final = _final_rows(run_dir, stats)
     name = os.path.basename(os.path.normpath(run_dir))
     ran = ", ".join(s for s in STAGES if s in stats)
     lines = [f"# Run report: {name}", "", f"Stages with output: {ran}.", ""]
+    if unfinished:
+        lines += ["Incomplete (a run did not finish; not reported): "
+                  + "; ".join(f"{s}: rerun {publish.command_for(s, s)}" for s in unfinished) + ".", ""]
     lines += _funnel(stats, pngs)
     lines += _scores(run_dir, stats, pngs)
     lines += _domains(run_dir, final, stats)
