@@ -43,10 +43,11 @@ def row_id(type_: str, query: str, response: str) -> str:
 
 def input_files(paths: list[str]) -> list[str]:
     """Files behind the input paths: a directory gives its shards (a stage folder, which must be
-    complete: StageIncomplete otherwise), a glob its matches."""
+    complete: StageIncomplete otherwise; MissingInput when it has no shards, as a run killed before
+    its first shard leaves it), a glob its matches."""
     files: list[str] = []
     for p in paths:
-        if shards.list_shards(p) or shards.exists(shards.join(p, shards.MARKER)):
+        if fio.isdir(p) or shards.list_shards(p) or shards.exists(shards.join(p, shards.MARKER)):
             files += shards.complete_shards(p)
         else:
             files += fio.glob(p) if any(c in p for c in "*?[") else [p]
