@@ -167,12 +167,20 @@ def complete_shards(directory: str, produced_by: str = "", deep: bool = False) -
         raise StageIncomplete(f"{directory} is incomplete ({err}): rerun {cmd}") from None
     if marker is None:
         if not fio.glob(fio.join(directory, SHARD_GLOB)):
+            if was_started(directory):
+                raise StageIncomplete(f"{directory} is incomplete (no shards and no {MARKER}: its last run stopped "
+                                      f"before writing any): rerun {cmd}")
             raise MissingInput(f"no shards ({SHARD_GLOB}) in {directory}: run {cmd} first")
         raise StageIncomplete(f"{directory} is incomplete (no {MARKER}: its last run did not finish): rerun {cmd}")
     problem = _problem(directory, marker, deep)
     if problem:
         raise StageIncomplete(f"{directory} is incomplete ({problem}): rerun {cmd}")
     return [fio.join(directory, name) for name in sorted(marker["shards"])]
+
+
+def was_started(directory: str) -> bool:
+    """Whether a stage run has worked in `directory` (it leaves its lock file there), finished or not."""
+    return fio.exists(fio.join(os.fspath(directory), LOCK))
 
 
 def is_complete(directory: str, deep: bool = False) -> bool:

@@ -5,9 +5,10 @@
     reply itself holds ```-fenced code inside its JSON strings (a model's reply, not a fault). The
     stage must end with exactly the rows of a clean run, count the faults, and cache exactly what
     the clean run cached (no server fault recorded).
-(b) `kill -9` of a real `webinstruct extract` / `refine` process at several moments, then a rerun:
+(b) `kill -9` of a real `webinstruct extract` / `refine` / `augment` process at several moments, then a rerun:
     the folder is complete and equal to a clean run's, or the next stage refuses it with one line
-    (exit 2); the rerun gives the clean run's bytes and asks only for the replies not yet cached.
+    (exit 2; augment's reader is `webinstruct train --dry-run --recipe metamath`); the rerun gives the
+    clean run's bytes and asks only for the replies not yet cached.
 
 Replies are deterministic functions of the request, so a clean and a faulty run can be compared.
 """
@@ -270,13 +271,12 @@ def moments(out, cache) -> dict:
 
 
 def check_killed(run, stage: str, nxt: list[str], clean: dict[str, bytes], moment: str) -> str:
-    """What a kill left: the clean run's folder complete, or a folder the next stage refuses."""
+    """What a kill left: the clean run's folder complete, or a folder the next stage refuses as
+    incomplete (the stage's lock file says it started there, shards or not)."""
     out = str(run / stage)
     assert not os.path.exists(os.path.join(out, "_SUCCESS")) or shards.is_complete(out, deep=True)
     try:
         shards.complete_shards(out, stage, deep=True)
-    except shards.MissingInput:
-        state = "refused"  # killed before any shard: "no <stage> output ... run `make <stage>` first"
     except shards.StageIncomplete as err:
         assert f"{stage} is incomplete" in str(err) and f"rerun `make {stage}`" in str(err)
         state = "refused"
@@ -287,10 +287,8 @@ def check_killed(run, stage: str, nxt: list[str], clean: dict[str, bytes], momen
     if state == "refused":
         lines = refused.stderr.strip().splitlines()
         assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
-        assert (f"{stage} is incomplete" in lines[0] and f"rerun `make {stage}` (webinstruct {stage})" in lines[0]
-                or lines[0].endswith(f"run `make {stage}` (webinstruct {stage}) first")), lines[0]
-        if shards.list_shards(out):  # a shard was written: the marker is what is missing
-            assert f"{stage} is incomplete" in lines[0], lines[0]
+        assert f"{stage} is incomplete" in lines[0] and f"rerun `make {stage}` (webinstruct {stage})" in lines[0], \
+            lines[0]
     print(f"{stage} killed at {moment}: {state}")
     return state
 
@@ -396,6 +394,9 @@ def test_augment_refuses_a_refine_folder_killed_before_its_first_shard(tmp_path,
     with pytest.raises(shards.MissingInput, match=r"no shards .* in .*refine: run `make refine` \(webinstruct refine\) first"):
         augment_job.run(AugmentConfig(run=str(tmp_path)), LLMConfig(url=["http://127.0.0.1:9/v1"]))
     assert not (tmp_path / "augment").exists()
+    (out / ".lock").write_text("123\n")  # what a real refine run leaves: it started there
+    with pytest.raises(shards.StageIncomplete, match=r"refine is incomplete \(no shards and no _SUCCESS.*rerun `make refine`"):
+        augment_job.run(AugmentConfig(run=str(tmp_path)), LLMConfig(url=["http://127.0.0.1:9/v1"]))
 
 
 # ---------------------------------------------------------------- (a) for augment
@@ -476,3 +477,77 @@ def test_augment_with_faulty_first_attempts_ends_as_a_clean_run(tmp_path):
     again = run_augment(faulty, lambda body: null_content())
     assert again["requests_sent"] == 0 and again["cache_hits"] == total
     assert shard_bytes(faulty / "augment") == shard_bytes(clean / "augment")
+
+
+# ---------------------------------------------------------------- (b) for augment: kill -9, then a rerun
+
+def augment_golds(seeds: list[dict]) -> dict[str, str]:
+    """The gold answer of every question augment asks a solution for (seeds and FOBAR questions)."""
+    from webinstruct.pipeline.augment import masking
+    from webinstruct.pipeline.augment import transforms as AT
+    from webinstruct.pipeline.augment.inputs import read_seed
+
+    golds = {}
+    for record in seeds:
+        seed, _ = read_seed(record)
+        golds[seed["question"]] = seed["answer"]
+        for m in AT.masks_of(seed, AUGMENT["max_masks"]):
+            golds[masking.fobar_question(m.question, seed["answer"], masking.unknown_var(seed["domain"]))] = m.value
+    return golds
+
+
+def augment_args(run, url, seeds_file) -> list[str]:
+    return ["augment", "--run", str(run), "--input", str(seeds_file), "--llm-url", url, "--llm-model", "fault-model",
+            "--llm-max-concurrency", "1", "--llm-backoff-s", "0.01", "--ansaug-samples", "2", "--rephrasings", "1",
+            "--rephrase-samples", "1", "--sv-samples", "1", "--fobar-samples", "1", "--max-masks", "2",
+            "--num-shards", "2"]
+
+
+def train_args(run, model_dir) -> list[str]:
+    """The reader of RUN/augment: a training dry run of the MetaMath recipe (data `{run}/augment`),
+    with the embedded model's tokenizer."""
+    return ["train", "--dry-run", "--recipe", "metamath", "--run", str(run), "--model", "smollm2-135m",
+            "--model-path", model_dir]
+
+
+@pytest.fixture(scope="module")
+def augment_seeds(tmp_path_factory):
+    seeds_file = tmp_path_factory.mktemp("augment_seeds") / "seeds.jsonl"
+    seeds_file.write_text("".join(json.dumps(s) + "\n" for s in SEEDS))
+    return seeds_file, augment_reply(augment_golds(SEEDS))
+
+
+@pytest.fixture(scope="module")
+def clean_augment(tmp_path_factory, augment_seeds):
+    seeds_file, valid = augment_seeds
+    run = tmp_path_factory.mktemp("clean_augment")
+    with FaultServer(reply=valid) as server:
+        done = cli(*augment_args(run, server.url, seeds_file))
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = shards.read_json(str(run / "augment" / "stats.json"))
+    return shard_bytes(run / "augment"), stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["replies_cached", "first_shard_or_temp", "stats_written"])
+def test_killed_augment_is_refused_then_rerun_matches_clean(tmp_path, augment_seeds, clean_augment, llm_model_dir,
+                                                             moment):
+    seeds_file, valid = augment_seeds
+    clean, clean_stats = clean_augment
+    total = clean_stats["requests_sent"]
+    run = tmp_path / "run"
+    cache = str(run / "cache" / "llm.sqlite")
+
+    def slow_valid(body: dict):
+        time.sleep(0.12)
+        return valid(body)
+
+    with FaultServer(reply=slow_valid) as server:
+        args = augment_args(run, server.url, seeds_file)
+        killed = kill_when(args, moments(str(run / "augment"), cache)[moment])
+        cached = cached_count(cache)
+        if killed:
+            check_killed(run, "augment", train_args(run, llm_model_dir), clean, moment)
+        rerun_matches_clean(run, "augment", args, clean, total, cached)
+    if killed and moment == "replies_cached":
+        assert 2 <= cached < total

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from webinstruct.core.publish import was_started
 from webinstruct.core.shards import SHARD_GLOB, list_shards, open_text, read_shards
 from webinstruct.core.formatting import IGNORE_INDEX
 
@@ -80,7 +81,7 @@ def read_examples(path: str, source: str = "", counts: Counter | None = None) ->
     counts = counts if counts is not None else Counter()
     source = source or Path(path.rstrip("/")).name.split(".")[0]
     if os.path.isdir(path):
-        if list_shards(path):  # a stage folder (RUN/refine): refused unless complete (core/publish.py)
+        if list_shards(path) or was_started(path):  # a stage folder (RUN/refine): refused unless complete
             rows: Iterable[Any] = read_shards(path)
         else:
             files = sorted(str(p) for p in Path(path).iterdir()

@@ -53,9 +53,8 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: ExtractConfig, llm: LLMConfi
 
 def run(cfg: ExtractConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the stage; `recipe` (the whole recipe, unused here) keeps the LLM stages' signatures alike."""
-    if not shards.list_shards(cfg.input_dir()):
-        raise shards.MissingInput(f"no recall output in {cfg.input_dir()}: run `make recall` (webinstruct recall) first")
-    # Before any server starts: a recall folder without its completion marker is refused.
+    # Before any server starts: a folder the stage never wrote is missing input, one it did not
+    # finish (no completion marker) is refused; each with the command to run.
     inputs = shards.complete_shards(cfg.input_dir(), "recall")
     out = cfg.out_dir()
     with shards.stage_output(out, T.STAGE) as output:

@@ -119,9 +119,8 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
 
     if cfg.merge not in MERGE_POLICIES:
         raise ValueError(f"refine.merge {cfg.merge!r}: choose one of {', '.join(MERGE_POLICIES)}")
-    if not shards.list_shards(cfg.input_dir()):
-        raise shards.MissingInput(f"no extract output in {cfg.input_dir()}: run `make extract` (webinstruct extract) first")
-    # Before any server starts: an extract folder without its completion marker is refused.
+    # Before any server starts: a folder the stage never wrote is missing input, one it did not
+    # finish (no completion marker) is refused; each with the command to run.
     inputs = shards.complete_shards(cfg.input_dir(), "extract")
     out = cfg.out_dir()
     from webinstruct.pipeline.report.dataset_card import write_card
