@@ -87,36 +87,29 @@ def basename(path: str | os.PathLike) -> str:
 
 # ---- checking and listing ---------------------------------------------------------------------
 
-def exists(path: str | os.PathLike) -> bool:
+def _ask(path: str | os.PathLike, local: Callable[[str], Any], remote: str) -> Any:
+    """`local(path)` for a local path, else the fsspec file system's method `remote`."""
     path = os.fspath(path)
     if not is_remote(path):
-        return os.path.exists(local_path(path))
+        return local(local_path(path))
     fs, p = _fs(path)
-    return fs.exists(p)
+    return getattr(fs, remote)(p)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    return _ask(path, os.path.exists, "exists")
 
 
 def isdir(path: str | os.PathLike) -> bool:
-    path = os.fspath(path)
-    if not is_remote(path):
-        return os.path.isdir(local_path(path))
-    fs, p = _fs(path)
-    return fs.isdir(p)
+    return _ask(path, os.path.isdir, "isdir")
 
 
 def isfile(path: str | os.PathLike) -> bool:
-    path = os.fspath(path)
-    if not is_remote(path):
-        return os.path.isfile(local_path(path))
-    fs, p = _fs(path)
-    return fs.isfile(p)
+    return _ask(path, os.path.isfile, "isfile")
 
 
 def size(path: str | os.PathLike) -> int:
-    path = os.fspath(path)
-    if not is_remote(path):
-        return os.path.getsize(local_path(path))
-    fs, p = _fs(path)
-    return int(fs.size(p))
+    return int(_ask(path, os.path.getsize, "size"))
 
 
 def glob(pattern: str | os.PathLike) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from webinstruct.pipeline.llm.config import LLMConfig
 from webinstruct.pipeline.refine import job as refine_job
 from webinstruct.pipeline.refine.config import RefineConfig
 
+import killing
 from conftest import ROOT
 
 FAULTS = (html, null_content, no_choices, wrong_object)
@@ -237,24 +237,9 @@ def cached_count(path) -> int:
         return 0
 
 
-def kill_when(args: list[str], moment, timeout: float = 120) -> bool:
-    """Run `webinstruct ARGS` in its own process group; SIGKILL the group as soon as `moment()`
-    holds. Whether it was killed (False: it ended first)."""
-    proc = subprocess.Popen([sys.executable, "-m", "webinstruct.infra.cli", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if moment():
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.002)
-        return False
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+def kill_when(args: list[str], moment) -> bool:
+    """`webinstruct ARGS`, killed with SIGKILL as soon as `moment()` holds (see killing.py)."""
+    return killing.kill_when([sys.executable, "-m", "webinstruct.infra.cli", *args], moment, poll=0.002)
 
 
 def moments(out, cache) -> dict:

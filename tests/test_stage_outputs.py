@@ -7,10 +7,8 @@ SIGKILL at several moments of its run."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,6 +18,7 @@ from webinstruct.core import shards
 from webinstruct.core.schema import RecalledDocument
 
 from conftest import ROOT, SAMPLE_WARC
+from killing import kill_when
 
 DOC = {"id": "a", "url": "http://x.org/1", "domain": "x.org", "text": "t", "score": 0.9,
        "warc_file": "f", "record_id": "r", "offset": 0, "content_hash": "h"}
@@ -215,26 +214,6 @@ def clean_run(tmp_path_factory, small_classifier):
     return folder_bytes(run / "recall")
 
 
-def _kill_when(cmd: list[str], moment, timeout: float = 120) -> bool:
-    """Start `cmd`, SIGKILL its process group as soon as `moment()` holds; whether it was killed
-    (False: the process ended first)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if moment():
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.001)
-        return False
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _moments(out: str):
     marker, stats, config = (os.path.join(out, n) for n in ("_SUCCESS", "stats.json", "config.json"))
     stats_before, config_before = os.stat(stats).st_mtime_ns, os.stat(config).st_mtime_ns
@@ -264,7 +243,7 @@ def test_killed_recall_is_refused_then_rerun_matches_clean(tmp_path, small_class
     assert first.returncode == 0, first.stderr[-3000:]
     old = folder_bytes(out)
     cmd = [sys.executable, "-m", "webinstruct.infra.cli", *recall_args(run, small_classifier)]
-    killed = _kill_when(cmd, _moments(out)[moment])
+    killed = kill_when(cmd, _moments(out)[moment])
     if killed:
         try:
             shards.complete_shards(out, "recall", deep=True)
