@@ -42,10 +42,17 @@ NonNegativeFloat = Annotated[float, at.Ge(0)]
 Share = Annotated[float, at.Ge(0), at.Le(1)]  # a fraction in [0, 1]
 
 _VALIDATION = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+# For the typed dicts inside a section (`refine.refiners`, `train.data`): the same rules.
+strict = pydantic.with_config(_VALIDATION)
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message is one line meant for the user as it is."""
+
+
+class ConflictingSettings(ConfigError):
+    """Settings each valid alone that do not go together (a `__post_init__` check): decided only
+    once the flags are merged, since a flag may settle the conflict."""
 
 
 def option(default: Any, help: str, **kw: Any) -> Any:
@@ -178,7 +185,7 @@ def _one_line(cls: type, err: pydantic.ValidationError, values: dict[str, Any], 
     if not loc:  # a check in __post_init__ across several fields
         cause = (e.get("ctx") or {}).get("error")
         text = str(cause) if cause is not None else e["msg"]
-        return ConfigError(f"{source}: {section}: {text}" if source else f"{section}: {text}")
+        return ConflictingSettings(f"{source}: {section}: {text}" if source else f"{section}: {text}")
     key = loc[0]
     field = next((f for f in dataclasses.fields(cls) if f.name == key), None)
     shown = values.get(key, e.get("input"))
@@ -274,7 +281,11 @@ def load_recipe(path: str | None, schema: dict[str, type] | None = None) -> Reci
             section = {}
         if not isinstance(section, dict):
             raise ConfigError(f"{path}: {name}: expected a mapping of settings, got {_show(section)}")
-        cfg = validate(schema[name], section, section=name, source=path)
+        try:
+            cfg = validate(schema[name], section, section=name, source=path)
+        except ConflictingSettings:
+            out[name] = dict(section)  # each value is of its type; `build` decides after the flags
+            continue
         out[name] = {k: getattr(cfg, k) for k in section}
     return out
 
@@ -305,13 +316,13 @@ def section_values(args: argparse.Namespace, section: str) -> dict[str, Any]:
 def from_args(cls: type, args: argparse.Namespace, recipe: dict[str, Any], section: str, prefix: str = ""):
     """`cls` from the recipe's `section` overridden by that section's flags (and only those)."""
     overrides = section_values(args, section)
-    flags = {k: "--" + (prefix + k).replace("_", "-") for k in overrides}
     return build(cls, recipe.get(section), overrides, name=section, source=getattr(recipe, "path", ""),
-                 flags=flags)
+                 flags=given_flags(overrides, prefix))
 
 
-def as_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+def given_flags(overrides: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Field -> the flag that set it, for error messages that name the flag."""
+    return {k: _flag(prefix + k) for k in overrides}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -246,8 +246,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = C.section_values(args, "train")
     recipe = overrides.pop("recipe", "cpu-demo")
-    cfg = load_train_config(recipe, flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
-    if _print_config(args, {"train": cfg}, f"launch: --gpus {args.gpus} --nodes {args.nodes}"
+    cfg = load_train_config(recipe, flags=C.given_flags(overrides), **overrides)
+    if _print_config(args, {"train": cfg}, f"recipe: {recipe}; launch: --gpus {args.gpus} --nodes {args.nodes}"
                                           + (" --dry-run" if args.dry_run else "")):
         return 0
     if args.dry_run:
@@ -527,16 +527,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser().parse_args(argv)
 
 
-def _llm_faults() -> tuple[type, ...]:
-    """The LLM layer's server-fault exceptions (base classes, so subclasses added there are caught)."""
-    from webinstruct.pipeline.llm.client import LLMServerFailure, LLMUnavailable
-
-    return LLMUnavailable, LLMServerFailure
-
-
 def _is_llm_fault(err: BaseException) -> bool:
     # Any exception class the LLM layer defines is a server/setup fault, not a bug in the caller.
-    return isinstance(err, _llm_faults()) or type(err).__module__.startswith("webinstruct.pipeline.llm.")
+    return type(err).__module__.startswith("webinstruct.pipeline.llm.")
 
 
 def _user_error(err: BaseException) -> BaseException | None:

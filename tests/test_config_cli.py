@@ -248,3 +248,17 @@ def test_missing_input_is_a_clear_error(tmp_path):
     assert out.returncode == 2
     assert "run `webinstruct recall` first" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_flag_can_settle_a_conflict_in_the_recipe(tmp_path):
+    # overlap_chars (default 600) must be below chunk_chars: the recipe alone breaks that rule, the
+    # flag repairs it, so the recipe must not be refused before the flags are merged.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("extract:\n  chunk_chars: 500\n")
+    base = [sys.executable, "-m", "webinstruct.infra.cli", "extract", "--config", str(recipe), "--print-config"]
+    fixed = subprocess.run(base + ["--overlap-chars", "50"], capture_output=True, text=True, timeout=60)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "chunk_chars: 500" in fixed.stdout and "overlap_chars: 50" in fixed.stdout
+    broken = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert broken.returncode == 2 and "must be smaller than chunk_chars (500)" in broken.stderr
+    assert "Traceback" not in broken.stderr

@@ -14,17 +14,16 @@ from typing import Annotated, Literal
 from typing_extensions import Required, TypedDict
 
 import annotated_types as at
-import pydantic
 
 from webinstruct.core.config import (ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                                     Share, build, load_recipe, option, validate)
+                                     Share, build, load_recipe, option, strict, validate)
 from webinstruct.core.resources import infra_path
 
 RECIPES_DIR = infra_path("recipes", "train")
 
 
 
-@pydantic.with_config(pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
+@strict
 class DataSource(TypedDict, total=False):
     """One entry of `train.data`."""
     path: Required[str]
@@ -73,11 +72,7 @@ class TrainConfig:
         """The `then` stage: this stage's final model, this stage's settings with `then` applied."""
         if not self.then:
             return None
-        changes = dict(self.then)
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)} - {"model", "model_path"}
-        if unknown or "model" in changes:
-            raise ValueError(f"train.then: {sorted(unknown or {'model'})} cannot be set for the second stage "
-                             "(it starts from the first stage's final model)")
+        changes = dict(self.then)  # its keys were checked when the recipe was read (load_train_config)
         base = Path(self.out_dir()).name
         return dataclasses.replace(self, **{"lr": self.learning_rate(), "name": f"{base}-stage2", **changes,
                                             "model": f"{self.out_dir()}/final", "model_path": "", "then": {}})

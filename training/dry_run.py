@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from typing import Any
 
-from webinstruct.core.config import ConfigParser, add_arguments, checked, section_values
+from webinstruct.core.config import ConfigParser, add_arguments, checked, given_flags, section_values
 from webinstruct.training.config import TrainConfig, load_train_config
 from webinstruct.training.data import mix, pack, read_examples
 from webinstruct.core.formatting import encode_all, ensure_chat_template
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = section_values(args, "train")
     try:
         cfg = load_train_config(overrides.pop("recipe", "cpu-demo"),
-                                flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
+                                flags=given_flags(overrides), **overrides)
         print(report(cfg, args.gpus, args.nodes))
     except (ModelNotFound, FileNotFoundError, ValueError) as err:
         print(f"error: {err}")

@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from webinstruct.core.config import ConfigParser, add_arguments, section_values
+from webinstruct.core.config import ConfigParser, add_arguments, given_flags, section_values
 from webinstruct.core import io as fio
 from webinstruct.core.procs import free_port
 from webinstruct.training.batches import StepOrder, collate
@@ -335,7 +335,7 @@ def load_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig from parsed trainer flags, checked before any process group or model exists."""
     overrides = section_values(args, "train")
     recipe = args.config or overrides.get("recipe") or "cpu-demo"
-    cfg = load_train_config(recipe, flags={k: "--" + k.replace("_", "-") for k in overrides}, **overrides)
+    cfg = load_train_config(recipe, flags=given_flags(overrides), **overrides)
     check_learning_rates(cfg)
     return cfg
 

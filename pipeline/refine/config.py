@@ -7,10 +7,9 @@ from typing import Literal, Union
 
 from typing_extensions import TypedDict
 
-import pydantic
 
 from webinstruct.pipeline.runners import RunnerSettings
-from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveInt, Share, option
+from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveInt, Share, option, strict
 
 Merge = Literal["keep_all", "best", "alternate"]
 MERGE_POLICIES: tuple[str, ...] = typing.get_args(Merge)
@@ -18,7 +17,7 @@ DEFAULT_BENCHMARKS = ["data/benchmarks"]  # relative paths: to the working direc
 
 
 
-@pydantic.with_config(pydantic.ConfigDict(extra="forbid", allow_inf_nan=False))
+@strict
 class Refiner(TypedDict, total=False):
     """One entry of `refine.refiners`; a misspelt key is an error, not a silently unused one."""
     name: str
