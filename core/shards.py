@@ -99,21 +99,13 @@ def iter_shard(path: str, schema: type | None = None) -> Iterator[dict[str, Any]
             from err
 
 
-def read_shards(directory: str, schema: type | None = None, produced_by: str = "",
-                complete: bool = True) -> Iterator[dict[str, Any]]:
+def read_shards(directory: str, schema: type | None = None, produced_by: str = "") -> Iterator[dict[str, Any]]:
     """Every record of a stage directory, shard by shard in name order.
 
     The folder must be complete (its `_SUCCESS` marker lists its shards, see core/publish.py):
     MissingInput when it has no shards, StageIncomplete when a run into it did not finish;
-    `produced_by` (a stage name or a command) is what the message tells to run. `complete=False`
-    reads whatever shards are there (a stage reading back what it has just written)."""
-    if complete:
-        paths = complete_shards(directory, produced_by)
-    else:
-        paths = list_shards(directory)
-        if not paths:
-            raise MissingInput(f"no shards ({SHARD_GLOB}) in {directory}: run {_publish.command_for(directory, produced_by)} first")
-    for path in paths:
+    `produced_by` (a stage name or a command) is what the message tells to run."""
+    for path in complete_shards(directory, produced_by):
         yield from iter_shard(path, schema)
 
 

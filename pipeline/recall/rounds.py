@@ -58,11 +58,9 @@ class DomainsConfig:
 
 
 def read_table(recall_dir: str) -> list[dict[str, Any]]:
-    path = shards.join(recall_dir, "domains.jsonl.gz")
-    if not shards.exists(path):
-        raise shards.MissingInput(f"no domain table at {path}: run `webinstruct recall` first")
-    shards.complete_shards(recall_dir, "recall")  # refuses a recall folder a killed run left behind
-    return list(shards.iter_shard(path, DomainRow))
+    # The marker lists domains.jsonl.gz: a complete recall folder has it, a killed one is refused.
+    shards.complete_shards(recall_dir, "webinstruct recall")
+    return list(shards.iter_shard(shards.join(recall_dir, "domains.jsonl.gz"), DomainRow))
 
 
 def select(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:

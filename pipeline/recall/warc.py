@@ -72,22 +72,18 @@ def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
             pos += len(chunk)
 
 
-def _is_gzipped(path: str) -> bool:
-    with fio.open(path, "rb", compression=None) as fh:
-        return fh.read(3) == GZIP_MAGIC
-
-
-def _head(path: str, gzipped: bool, size: int = 64) -> bytes | None:
-    """The first `size` bytes of the file's content (of its first gzip member when gzipped), or
-    None when they cannot be decompressed (a damaged first member: the resync logic handles it)."""
+def _opening(path: str, size: int = 64) -> tuple[bool, bytes | None]:
+    """Whether the file is gzipped, and the first `size` bytes of its content (of its first gzip
+    member when gzipped; None when they cannot be decompressed: a damaged first member, which the
+    resync logic handles). One read of the file's start."""
     with fio.open(path, "rb", compression=None) as fh:
         raw = fh.read(1 << 16)
-    if not gzipped:
-        return raw[:size]
+    if raw[:3] != GZIP_MAGIC:
+        return False, raw[:size]
     try:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, size)
+        return True, zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, size)
     except zlib.error:
-        return None
+        return True, None
 
 
 def _page_from_record(record, path: str, offset: int, max_page_bytes: int, count: Count) -> dict | None:
@@ -157,13 +153,12 @@ def read_pages(
 ) -> Iterator[dict]:
     """Yield a Page record (see `webinstruct.core.schema.Page`) for every HTML response in one WARC file."""
     try:
-        gzipped = _is_gzipped(path)
+        gzipped, head = _opening(path)
     except OSError as err:
         count("warc_unreadable", 1)
         log.error("cannot open %s: %s", path, err)
         return
     count("warc_files", 1)
-    head = _head(path, gzipped)
     if head is not None and not head.lstrip().startswith(b"WARC/"):
         count("not_a_warc", 1)
         start = f"it starts with {head[:24]!r}" if head.strip() else "it is empty"

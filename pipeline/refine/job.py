@@ -142,7 +142,8 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
         used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
                 "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}
         shards.write_json(shards.join(out, "config.json"), used)
-        rows = list(shards.read_shards(out, WebInstructRow, complete=False))  # just written, not yet published
+        # Read back what was just written (not yet published, so not through read_shards).
+        rows = [row for path in shards.list_shards(out) for row in shards.iter_shard(path, WebInstructRow)]
         exports = export(out, rows)
         write_card(out, rows, stats, {**(recipe or {}), "refine": used})
         output.publish([T.CONTAMINATED_FILE, "README.md",

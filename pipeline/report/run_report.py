@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from webinstruct.core import shards
 from webinstruct.core import io as fio
 from webinstruct.core import publish
+from webinstruct.pipeline.recall.classifier import meta_path
 
 STAGES = ("recall", "extract", "refine")
 FUNNEL = {
@@ -57,31 +58,47 @@ def _png(fig: Figure) -> bytes:
 
 # ---- reading ----------------------------------------------------------------------------------
 
-def load_stats(run_dir: str) -> dict[str, dict[str, Any]]:
+def stage_status(run_dir: str) -> dict[str, bool | None]:
+    """Per stage: True when its folder is complete (a valid `_SUCCESS` marker), False when it holds
+    files (shards or stats.json) but is not, None when the stage never wrote there. Each folder is
+    checked once; `render` passes the result to the readers below."""
+    out: dict[str, bool | None] = {}
+    for stage in STAGES:
+        directory = fio.join(run_dir, stage)
+        if shards.is_complete(directory):
+            out[stage] = True
+        elif shards.list_shards(directory) or fio.exists(fio.join(directory, "stats.json")):
+            out[stage] = False
+        else:
+            out[stage] = None
+    return out
+
+
+def load_stats(run_dir: str, status: dict[str, bool | None] | None = None) -> dict[str, dict[str, Any]]:
     """stats.json of every stage whose folder is complete (its `_SUCCESS` marker is valid), by
     stage name: a folder a killed run left behind may hold an earlier run's stats.json."""
+    status = stage_status(run_dir) if status is None else status
     out = {}
-    for stage in STAGES:
+    for stage, done in status.items():
         path = fio.join(run_dir, stage, "stats.json")
-        if fio.exists(path) and shards.is_complete(fio.join(run_dir, stage)):
+        if done and fio.exists(path):  # a folder published by hand (tests, benches) may have none
             out[stage] = shards.read_json(path)
     return out
 
 
-def incomplete_stages(run_dir: str) -> list[str]:
+def incomplete_stages(run_dir: str, status: dict[str, bool | None] | None = None) -> list[str]:
     """Stages whose folder holds files (shards or stats.json) but is not complete."""
-    out = []
-    for stage in STAGES:
-        directory = fio.join(run_dir, stage)
-        written = shards.list_shards(directory) or fio.exists(fio.join(directory, "stats.json"))
-        if written and not shards.is_complete(directory):
-            out.append(stage)
-    return out
+    status = stage_status(run_dir) if status is None else status
+    return [stage for stage, done in status.items() if done is False]
 
 
 def _rows(run_dir: str, stage: str) -> Iterable[dict[str, Any]]:
-    directory = fio.join(run_dir, stage)
-    return shards.read_shards(directory) if shards.is_complete(directory) else iter(())
+    """The rows of a complete stage folder; none for a folder that is not."""
+    try:
+        paths = shards.complete_shards(fio.join(run_dir, stage), stage)
+    except shards.MissingInput:  # StageIncomplete included
+        return iter(())
+    return (row for path in paths for row in shards.iter_shard(path))
 
 
 def _relative(path: str, run_dir: str) -> str:
@@ -103,7 +120,7 @@ def threshold(run_dir: str) -> tuple[float | None, str]:
         if isinstance(value, (int, float)) and value >= 0:  # -1 means "the classifier's own"
             return float(value), "recall/config.json"
         if config.get("classifier"):
-            candidates.append(os.path.splitext(config["classifier"])[0] + ".json")
+            candidates.append(meta_path(config["classifier"]))
     candidates.append(fio.join(run_dir, "classifier", "classifier.json"))
     for path in candidates:
         if fio.exists(path):
@@ -385,8 +402,9 @@ def _llm(stats: dict[str, dict[str, Any]]) -> list[str]:
 
 def render(run_dir: str) -> tuple[str, dict[str, bytes]]:
     """The report's Markdown and its PNGs by file name, without writing anything."""
-    stats = load_stats(run_dir)
-    unfinished = incomplete_stages(run_dir)
+    status = stage_status(run_dir)
+    stats = load_stats(run_dir, status)
+    unfinished = incomplete_stages(run_dir, status)
     if not stats:
         if unfinished:  # the one-line refusal of the first incomplete folder
             shards.complete_shards(fio.join(run_dir, unfinished[0]), unfinished[0])
