@@ -1,5 +1,5 @@
 # webinstruct: `make demo` sets everything up and runs the pipeline on the bundled sample;
-# `make test` runs the tests. Variables: RUN, WARC, CONFIG, RUNNER, WORKERS (see README).
+# `make test` runs the tests. Variables: RUN, WARC (or CRAWL, FILES, CC_BASE), CONFIG, RUNNER, WORKERS (see README).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -9,6 +9,10 @@ WI       := $(VENV)/bin/webinstruct
 RUN      ?= runs/sample
 CONFIG   ?= infra/recipes/sample.yaml
 WARC     ?=
+CRAWL    ?=
+FILES    ?=
+CC_BASE  ?=
+INDEX    ?=
 RUNNER   ?=
 WORKERS  ?=
 CLASSIFIER ?=
@@ -32,6 +36,7 @@ PYTEST_ARGS ?=
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
 RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
+                $(if $(CRAWL),--crawl $(CRAWL)) $(if $(FILES),--files $(FILES)) $(if $(CC_BASE),--cc-base $(CC_BASE)) \
                 $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) \
                 $(if $(CLASSIFIER),--classifier $(CLASSIFIER))
 LLM_FLAGS := $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
@@ -52,7 +57,7 @@ EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract refine augment train eval rescore serve-llm stop-llm classifier domains domain-round test test-fast bench clean
+.PHONY: help install demo recall extract refine augment train eval rescore serve-llm stop-llm classifier domains domain-round domain-fetch test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -114,7 +119,7 @@ stop-llm: install  ## stop the server started by serve-llm
 classifier: install  ## train the recall classifier from the bundled seeds into RUN/classifier
 	$(WI) classifier train --config $(CONFIG) --run $(RUN)
 
-recall: install  ## WARC files -> RUN/recall (WARC='path/*.warc.gz' RUN=dir RUNNER=local|multiprocess|dask)
+recall: install  ## WARC files -> RUN/recall (WARC='path/*.warc.gz' or CRAWL=CC-MAIN-2024-10 FILES=0:100; RUN=dir RUNNER=local|multiprocess|dask)
 	$(WI) recall $(RECALL_FLAGS)
 
 domains: install  ## print the domain table and select domains of RUN/recall (LABELER=llm: an LLM has the last word)
@@ -123,6 +128,9 @@ domains: install  ## print the domain table and select domains of RUN/recall (LA
 
 domain-round: install  ## retrain on selected domains, recall again, report the overlap
 	$(WI) domains round $(DOMAIN_FLAGS)
+
+domain-fetch: install  ## the selected domains' pages from Common Crawl's index (INDEX='cc-index/*.parquet' CC_BASE=), then the round
+	$(WI) domains fetch $(DOMAIN_FLAGS) $(if $(INDEX),--index $(INDEX)) $(if $(CC_BASE),--cc-base $(CC_BASE))
 
 test: install  ## run every test, the slow integration tests included
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)

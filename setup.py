@@ -45,7 +45,11 @@ EXTRAS = {
             "math-verify", "datasketch", "tensorboard"],
     # The GPU path: the CUDA builds of the same components.
     "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch", "tensorboard"],
-    "dev": ["pytest>=8", "pytest-timeout", "psutil"],
+    # Runs on object storage: fsspec's S3 and Google Cloud Storage file systems.
+    "s3": ["s3fs"],
+    "gcs": ["gcsfs"],
+    # The tests start a real S3-compatible server (moto's standalone server) on loopback.
+    "dev": ["pytest>=8", "pytest-timeout", "psutil", "s3fs", "moto[server]>=5"],
 }
 
 setup(

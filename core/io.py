@@ -73,6 +73,12 @@ def join(directory: str | os.PathLike, *names: str) -> str:
     return os.path.join(directory, *names)
 
 
+def absolute(path: str | os.PathLike) -> str:
+    """A local path made absolute (against this process's working directory); a URI as given."""
+    path = os.fspath(path)
+    return path if is_remote(path) else os.path.abspath(local_path(path))
+
+
 def dirname(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if is_remote(path):
@@ -83,6 +89,33 @@ def dirname(path: str | os.PathLike) -> str:
 
 def basename(path: str | os.PathLike) -> str:
     return os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
+
+
+# Beam's S3 pipeline options and the AWS variables boto3 (so s3fs, so this module) reads instead.
+BEAM_S3_OPTIONS = {
+    "s3_access_key_id": "AWS_ACCESS_KEY_ID",
+    "s3_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "s3_session_token": "AWS_SESSION_TOKEN",
+    "s3_region_name": "AWS_DEFAULT_REGION",
+    "s3_endpoint_url": "AWS_ENDPOINT_URL_S3",
+}
+
+
+def use_beam_s3_options(tokens: Iterable[str]) -> dict[str, str]:
+    """Beam's S3 options among pipeline-option tokens (`--s3_endpoint_url=URL`, ...) as the AWS
+    environment variables of this process, so the launcher and the workers it starts (local,
+    multiprocess, a local Dask cluster) reach the same bucket the same way. Given options win
+    over variables already set. Returns the variables set (values of secrets included)."""
+    found: dict[str, str] = {}
+    tokens = list(tokens)
+    for i, token in enumerate(tokens):
+        name, eq, value = token.lstrip("-").partition("=")
+        if name in BEAM_S3_OPTIONS and token.startswith("--"):
+            if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+            found[BEAM_S3_OPTIONS[name]] = value
+    os.environ.update(found)
+    return found
 
 
 # ---- checking and listing ---------------------------------------------------------------------
@@ -160,7 +193,19 @@ def remove(paths: str | os.PathLike | Iterable[str | os.PathLike], missing_ok: b
     """Delete files (one path or several)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    for path in map(os.fspath, paths):
+    paths = [os.fspath(p) for p in paths]
+    remote = [p for p in paths if is_remote(p)]
+    if len(remote) > 1 and missing_ok and len({_protocol(p) for p in remote}) == 1:
+        # Many objects: one bulk request per thousand keys where the store has it (S3's
+        # DeleteObjects), instead of an existence check and a delete for each.
+        fs, _ = _fs(remote[0])
+        try:
+            fs.rm([_fs(p)[1] for p in remote])
+        except FileNotFoundError:
+            pass  # some were gone already: the loop below deletes the rest one by one
+        else:
+            paths = [p for p in paths if not is_remote(p)]
+    for path in paths:
         if not is_remote(path):
             try:
                 os.remove(local_path(path))
@@ -259,6 +304,16 @@ def scratch_file(near: str | os.PathLike, prefix: str = ".scratch.", suffix: str
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def process_temp_dir(prefix: str = "webinstruct-") -> str:
+    """A local temporary directory that lives as long as this process (removed at exit), for
+    state a long-lived object keeps beside a remote run, such as a worker's copy of the LLM cache."""
+    import atexit
+
+    directory = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 # ---- writing ----------------------------------------------------------------------------------

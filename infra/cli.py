@@ -5,6 +5,7 @@
     webinstruct domains table      the per-domain tally of a recall run
     webinstruct domains select     mark domains by rule (and an optional labeler)
     webinstruct domains round      retrain on selected domains, recall again, report the overlap
+    webinstruct domains fetch      the selected domains' pages from Common Crawl's index, then the round
     webinstruct extract            recalled documents -> question-answer pairs (LLM)
     webinstruct refine             question-answer pairs -> WebInstruct shards, dataset card, run report (LLM)
     webinstruct augment            questions with answers -> MetaMathQA rows (AnsAug, Rephrasing, SV, FOBAR; LLM)
@@ -25,6 +26,7 @@ import sys
 from typing import Any
 
 from webinstruct.core import config as C
+from webinstruct.core import io as fio
 
 log = logging.getLogger("webinstruct")
 
@@ -84,13 +86,14 @@ def recipe_schema() -> dict[str, type]:
     from webinstruct.pipeline.llm.config import LLMConfig
     from webinstruct.pipeline.recall.classifier import ClassifierConfig
     from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.domain_fetch import FetchConfig
     from webinstruct.pipeline.recall.rounds import DomainsConfig, SeedsConfig
     from webinstruct.pipeline.refine.config import RefineConfig
     from webinstruct.training.config import TrainConfig
 
     return {"seeds": SeedsConfig, "classifier": ClassifierConfig, "recall": RecallConfig, "domains": DomainsConfig,
             "llm": LLMConfig, "extract": ExtractConfig, "refine": RefineConfig, "augment": AugmentConfig,
-            "train": TrainConfig, "eval": EvalConfig}
+            "train": TrainConfig, "eval": EvalConfig, "fetch": FetchConfig}
 
 
 def _recipe(args: argparse.Namespace) -> C.Recipe:
@@ -156,9 +159,15 @@ def cmd_recall(args: argparse.Namespace) -> int:
     from webinstruct.pipeline.recall.classifier import ClassifierConfig
     from webinstruct.pipeline.recall.config import RecallConfig
 
+    from webinstruct.pipeline.runners import for_workers
+
     recipe = _recipe(args)
-    cfg = C.from_args(RecallConfig, args, recipe, "recall")
-    _check_warc_paths(args, recipe, cfg.warc)
+    cfg = for_workers(C.from_args(RecallConfig, args, recipe, "recall"))
+    if cfg.crawl and "recall.warc" in vars(args):
+        raise C.ConfigError("--warc and --crawl both given: --crawl reads the crawl's WARC list (--files selects "
+                            "from it), --warc reads the files named; give one")
+    if not cfg.crawl:
+        _check_warc_paths(args, recipe, cfg.warc)
     if _print_config(args, {"recall": cfg, "classifier": _section(ClassifierConfig, recipe, "classifier"),
                             "seeds": _seeds(recipe)},
                      "classifier and seeds: used when the recall classifier has to be trained first"):
@@ -196,8 +205,10 @@ def _run_llm_stage(args: argparse.Namespace, job_module: str, cfg_cls: type, sec
     Returns None when --print-config only printed them."""
     import importlib
 
+    from webinstruct.pipeline.runners import for_workers
+
     recipe = _recipe(args)
-    cfg = C.from_args(cfg_cls, args, recipe, section)
+    cfg = for_workers(C.from_args(cfg_cls, args, recipe, section))
     llm = _llm_config(args, recipe)
     if _print_config(args, {section: cfg, "llm": llm}):
         return None
@@ -380,9 +391,12 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
     from webinstruct.pipeline.recall.config import RecallConfig
     from webinstruct.pipeline.recall.rounds import DomainsConfig
 
+    from webinstruct.pipeline.runners import for_workers
+
     recipe = _recipe(args)
     cfg = C.from_args(DomainsConfig, args, recipe, "domains")
     recall_cfg = _section(RecallConfig, recipe, "recall", {"run": cfg.run})
+    cfg, recall_cfg = for_workers(cfg, recall_cfg), for_workers(recall_cfg)
     clf_cfg = _section(ClassifierConfig, recipe, "classifier")
     llm = _llm_config(args, recipe)
     if _print_config(args, {"domains": cfg, "recall": recall_cfg, "classifier": clf_cfg, "llm": llm}):
@@ -390,11 +404,56 @@ def cmd_domains_round(args: argparse.Namespace) -> int:
     from webinstruct.pipeline.recall.rounds import run_round
 
     result = run_round(cfg, recall_cfg, clf_cfg, llm)
+    _print_round(result, cfg.round_dir())
+    return 0
+
+
+def _print_round(result: dict[str, Any], round_dir: str) -> None:
     ov = result["overlap"]
-    print(f"round {result['round']} -> {cfg.round_dir()}: trained on {result['training']}")
+    print(f"round {result['round']} -> {round_dir}: recalled {result['inputs']['previous']} WARC files of the previous "
+          f"round + {result['inputs']['fetched']} fetched; trained on {result['training']}")
     print(f"  previous round recalled {ov['previous']} pages, this round {ov['current']}; "
           f"both {ov['both']}; {100 * ov['share_of_current_already_found']:.1f}% of this round already found; "
           f"Jaccard {ov['jaccard']:.3f}")
+
+
+def cmd_domains_fetch(args: argparse.Namespace) -> int:
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig
+    from webinstruct.pipeline.recall.config import RecallConfig
+    from webinstruct.pipeline.recall.domain_fetch import FetchConfig
+    from webinstruct.pipeline.recall.rounds import DomainsConfig
+
+    from webinstruct.pipeline.runners import for_workers
+
+    recipe = _recipe(args)
+    cfg = C.from_args(DomainsConfig, args, recipe, "domains")
+    fetch_cfg = C.from_args(FetchConfig, args, recipe, "fetch")
+    recall_cfg = _section(RecallConfig, recipe, "recall", {"run": cfg.run})
+    cfg, recall_cfg = for_workers(cfg, recall_cfg), for_workers(recall_cfg)
+    clf_cfg = _section(ClassifierConfig, recipe, "classifier")
+    llm = _llm_config(args, recipe)
+    sections = {"domains": cfg, "fetch": fetch_cfg, "llm": llm}
+    if not args.fetch_only:
+        sections.update(recall=recall_cfg, classifier=clf_cfg)
+    if _print_config(args, sections):
+        return 0
+    if not fetch_cfg.index:
+        raise C.ConfigError(f"--index: no index given (nor fetch.index in {recipe.path or 'a recipe'}): the Parquet "
+                            "files of Common Crawl's columnar index, e.g. --index 'cc-index/*.parquet'")
+    from webinstruct.pipeline.recall.domain_fetch import fetched_dir, run_fetch
+    from webinstruct.pipeline.recall.rounds import run_round, selection
+
+    report = run_fetch(cfg, fetch_cfg, selection(cfg, llm)["selected"])
+    st = report["stats"]
+    failed = {k[len("failed_"):]: v for k, v in st.items() if k.startswith("failed_")}
+    skipped = {k[len("skipped_"):]: v for k, v in st.items() if k.startswith("skipped_")}
+    print(f"fetch -> {fetched_dir(cfg.round_dir())}: {st.get('rows_matched', 0)} index rows of "
+          f"{report['selected_domains']} selected domains; {st.get('records_fetched', 0)} records fetched "
+          f"({st.get('bytes_fetched', 0)} bytes, {len(report['files'])} WARC files); skipped {skipped or 0}; "
+          f"failed {failed or 0}")
+    if args.fetch_only:
+        return 0
+    _print_round(run_round(cfg, recall_cfg, clf_cfg, llm), cfg.round_dir())
     return 0
 
 
@@ -519,6 +578,25 @@ def parser() -> argparse.ArgumentParser:
         C.add_arguments(p, DomainsConfig, section="domains")
         C.add_arguments(p, LLMConfig, section="llm", prefix="llm-")
         p.set_defaults(func=fn)
+    from webinstruct.pipeline.recall.domain_fetch import FetchConfig
+
+    text = ("fetch the selected domains' pages from Common Crawl's columnar index, then run the round on them "
+            "(with the previous round's WARCs)")
+    p = d_sub.add_parser("fetch", help=text, description=(
+        "Scan the index (--index: Parquet files, globs or URIs) for the domains in RUN/domains/selected.json "
+        "(made by `domains select`, or now by its rules), skip rows that are not HTML 200 captures or that the "
+        "previous round already recalled or read, fetch each record with an HTTP range request from --cc-base "
+        "(resumed after dropped connections) into RUN/domains/round-N/fetched/part-NNNNN.warc.gz with "
+        "fetched.json (rows matched, records and bytes fetched, skips and failures by reason), then run "
+        "`domains round`: retrain, recall the previous round's WARCs plus the fetched ones into "
+        "RUN/domains/round-N/recall/ and report the overlap. --fetch-only stops after the fetch; a later "
+        "`domains round` picks the fetched files up."))
+    _common(p)
+    p.add_argument("--fetch-only", action="store_true", help="fetch the records, do not run the round")
+    C.add_arguments(p, DomainsConfig, section="domains")
+    C.add_arguments(p, FetchConfig, section="fetch")
+    C.add_arguments(p, LLMConfig, section="llm", prefix="llm-")
+    p.set_defaults(func=cmd_domains_fetch)
     return top
 
 
@@ -541,10 +619,33 @@ def _user_error(err: BaseException) -> BaseException | None:
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        e = _worker_error(e) or e
         if _is_llm_fault(e) or isinstance(e, (MissingInput, FileNotFoundError, ValueError, ConnectionError)):
             return e
         e = e.__cause__
     return None
+
+
+def _worker_error(err: BaseException) -> BaseException | None:
+    """The exception a worker process raised, which Beam's multiprocess runner hands back only as
+    the text of a RuntimeError whose last line is `module.Class: message`: rebuilt when the class is
+    webinstruct's or a builtin one, so it is reported like the same error on the local runner."""
+    if type(err) is not RuntimeError or err.__cause__ is not None:
+        return None
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    found = re.match(r"([A-Za-z_][\w.]*)(?:: (.*))?$", lines[-1]) if lines else None
+    if found is None:
+        return None
+    module, _, name = found.group(1).rpartition(".")
+    if module and not module.startswith("webinstruct."):
+        return None
+    import importlib
+
+    try:
+        rebuilt = getattr(importlib.import_module(module or "builtins"), name)(found.group(2) or "")
+    except Exception:  # not importable, or a constructor that wants other arguments: report as it is
+        return None
+    return rebuilt if isinstance(rebuilt, BaseException) else None
 
 
 class _DropAsyncioShutdownNoise(logging.Filter):
@@ -578,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging("-v" in argv or "--verbose" in argv, "--debug" in argv)
     args = parse_args(argv)
     try:
+        # Beam's --s3_* options among --runner-options reach s3fs as the AWS variables.
+        fio.use_beam_s3_options(t for k, v in vars(args).items() if k.endswith("runner_options") for t in v or ())
         return args.func(args)
     except Exception as err:
         found = _user_error(err)

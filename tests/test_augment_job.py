@@ -108,6 +108,36 @@ def test_cap_keeps_at_most_the_target_per_type():
     assert stats["dropped_over_target_GSM_FOBAR"] == 6 and stats["kept_GSM_FOBAR"] == 4
 
 
+def test_types_are_grouped_under_integer_keys(tmp_path):
+    """KeyByType gives every MetaMathQA type its own integer key (strings mis-group on Dask) and
+    stats key 0; through a Beam GroupByKey the cap gives what cap_type gives per type."""
+    import apache_beam as beam
+
+    from webinstruct.pipeline.augment.accept import TYPES
+    from webinstruct.pipeline.runners import beam_runner
+
+    items = [("record", {"id": f"{i:03d}", "type": TYPES[i % len(TYPES)]}) for i in range(60)] + [("stats", {"x": 1})]
+    keys = {T.key_by_type(item)[0] for item in items}
+    assert all(isinstance(k, int) for k in keys) and len(keys) == len(TYPES) + 1
+    assert T.key_by_type(("stats", {"x": 1}))[0] == 0
+    targets = {"GSM_FOBAR": 2, "MATH_SV": 0}
+    expected = sorted(json.dumps(x, sort_keys=True) for t in TYPES
+                      for x in T.cap_type((t, [i for i in items if i[0] == "record" and i[1]["type"] == t]), targets))
+    expected += [json.dumps(("stats", {"x": 1}), sort_keys=True)]
+    path = tmp_path / "capped.jsonl"
+
+    def sink(kv):
+        path.write_text("\n".join(json.dumps(x, sort_keys=True) for x in kv[1]))
+
+    with beam_runner("local") as (runner, options):
+        p = beam.Pipeline(runner=runner, options=options)
+        (p | beam.Create(items) | "KeyByType" >> beam.Map(T.key_by_type) | "GroupByType" >> beam.GroupByKey()
+         | "CapTypes" >> beam.FlatMap(T.cap_group, targets)
+         | "KeyAll" >> beam.Map(lambda x: (0, x)) | "GroupAll" >> beam.GroupByKey() | "Sink" >> beam.Map(sink))
+        p.run().wait_until_finish()
+    assert sorted(path.read_text().splitlines()) == sorted(expected)
+
+
 def test_first_round_requests_and_masks():
     seed = {"id": "s1", "question": "Tom has 3 apples and buys 5 more. How many apples does he have?",
             "answer": "8", "solution": "", "domain": "gsm8k"}

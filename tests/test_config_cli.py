@@ -96,7 +96,7 @@ def _bad(tmp_path, text: str) -> str:
     ("recall:\n  warc: path.warc.gz\n", "recall.warc", "expected a list of strings, got 'path.warc.gz'"),
     ("recal:\n  num_shards: 2\n", "'recal'", "known sections: seeds, classifier, recall, domains, llm"),
     ("recall:\n  num_shard: 2\n", "recall.num_shard", "known: runner, workers"),
-    ("recall:\n  runner: flonk\n", "recall.runner", "expected one of local, multiprocess, dask, flink, dataflow"),
+    ("recall:\n  runner: flonk\n", "recall.runner", "expected one of local, multiprocess, dask, flink, spark, dataflow"),
     ("refine:\n  merge: everything\n", "refine.merge", "expected one of keep_all, best, alternate"),
     ("refine:\n  refiners: [{nmae: a}]\n", "refine.refiners[0].nmae", "known: name, url, model, temperature"),
     ("augment:\n  temperature: -0.5\n", "augment.temperature", "expected a number >= 0, got -0.5"),
@@ -166,7 +166,7 @@ def test_print_config_masks_the_api_key(capsys, monkeypatch):
 @pytest.mark.parametrize("argv, words", [
     (["recall", "--workers", "0"], "--workers (recall.workers): expected an integer >= 1, got 0"),
     (["recall", "--num-shards", "two"], "--num-shards (recall.num_shards): expected an integer >= 1, got two"),
-    (["recall", "--runner", "spark"], "--runner (recall.runner): expected one of local"),
+    (["recall", "--runner", "sparky"], "--runner (recall.runner): expected one of local"),
     (["augment", "--llm-max-concurrency", "0"], "--llm-max-concurrency (llm.max_concurrency)"),
     (["augment", "--llm-temperature", "-1"], "--llm-temperature (llm.temperature): expected a number >= 0"),
     (["extract", "--llm-timeout-s", "nan"], "--llm-timeout-s (llm.timeout_s): expected a number > 0"),

@@ -215,3 +215,19 @@ def test_warc_directory_is_one_line(tmp_path):
 def test_bad_numbers_are_one_line(argv, command, words):
     line = one_error_line(run_cli(*argv), command)
     assert words in line, line
+
+
+def test_an_error_a_worker_process_raised_is_reported_as_itself():
+    """Beam's multiprocess runner hands a worker's exception back as the text of a RuntimeError:
+    the CLI rebuilds webinstruct's and builtin errors from its last line; anything else stays a bug."""
+    from webinstruct.core.http_range import RemoteReadError
+    from webinstruct.infra.cli import _user_error
+
+    text = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+            "webinstruct.core.http_range.RemoteReadError: http://h/a.warc.gz: gave up after 2 retries at byte 0 "
+            "[while running 'RecallFile']\n")
+    found = _user_error(RuntimeError(text))
+    assert isinstance(found, RemoteReadError) and str(found).startswith("http://h/a.warc.gz: gave up")
+    assert isinstance(_user_error(RuntimeError("Traceback ...\nValueError: bad value")), ValueError)
+    assert _user_error(RuntimeError("Traceback ...\nsomepkg.Oops: no")) is None
+    assert _user_error(RuntimeError("Traceback ...\nKeyError: 'x'")) is None  # a bug: the traceback stays

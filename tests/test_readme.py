@@ -23,7 +23,7 @@ WI, PY = "__WEBINSTRUCT__", "__PYTHON__"
 TRAINER = "webinstruct.training.trainer"
 # Subcommands whose function stops after printing the settings when --print-config is set.
 PRINTABLE = {"cmd_recall", "cmd_extract", "cmd_refine", "cmd_augment", "cmd_train", "cmd_eval",
-             "cmd_classifier_train", "cmd_domains_select", "cmd_domains_round"}
+             "cmd_classifier_train", "cmd_domains_select", "cmd_domains_round", "cmd_domains_fetch"}
 
 
 def _expand(cmd: str) -> list[str]:

@@ -151,3 +151,67 @@ def test_make_recall_on_the_dask_runner(tmp_path, small_classifier):
     stats = shards.read_json(str(tmp_path / "recall" / "stats.json"))
     assert stats["warc_files"] == 6 and stats["docs_written"] > 5
     assert shards.read_json(str(tmp_path / "recall" / "config.json"))["runner"] == "dask"
+
+
+def test_dedup_shuffles_claims_and_keeps_what_whole_documents_kept(tmp_path):
+    """URL and content dedup decided from small claims, documents joined back by id: the shards
+    hold exactly what keeping whole documents per URL, then per content hash, kept (higher score,
+    then earliest in the crawl), on documents with many URL and content duplicates and ties; no
+    URL bucket holds a document of another id's bucket, only claims."""
+    import gzip
+    import json
+    import random
+    from collections import defaultdict
+
+    from webinstruct.pipeline.recall import transforms as T
+
+    rng = random.Random(5)
+    docs = []
+    for i in range(400):
+        url = f"https://site{rng.randrange(5)}.example/page{rng.randrange(120)}"
+        warc, offset = f"file-{rng.randrange(3)}.warc.gz", rng.randrange(50) * 1000 + i
+        docs.append({"id": T.doc_id(url, f"<urn:{i}>"), "url": url, "domain": url.split("/")[2], "text": f"text {i}",
+                     "score": rng.choice([0.5, 0.7, 0.9]), "warc_file": warc, "record_id": f"<urn:{i}>",
+                     "offset": offset, "content_hash": f"h{rng.randrange(150)}", "fetch_date": "", "prescore": -1.0,
+                     "round": 1, "structured": [], "structured_source": ""})
+    items = [x for d in docs for x in (("doc", d), ("url_claim", T.claim(d)))] + [("stats", {"pages": 400})]
+    buckets, num_shards = 7, 3
+
+    def group(keyed):
+        groups = defaultdict(list)
+        for k, v in keyed:
+            groups[k].append(v)
+        return sorted(groups.items())
+
+    url_groups = group(T.key_by_url(x, buckets) for x in items)
+    for key, values in url_groups:  # documents travel by id, not by URL
+        assert all(T.id_key(v["id"], buckets) == key for kind, v in values if kind == "doc")
+    after_url = [y for kv in url_groups for y in T.dedup_urls(kv)]
+    out = [y for kv in group(T.key_by_shard(x, num_shards) for x in after_url)
+           for y in T.write_outputs(kv, str(tmp_path), num_shards)]
+    written = {}
+    for kind, path in out:
+        if kind == "shard":
+            with gzip.open(path, "rt") as fh:
+                written[path] = [json.loads(line)["id"] for line in fh]
+
+    def best(a, b):
+        return a if (-a["score"], a["warc_file"], a["offset"]) <= (-b["score"], b["warc_file"], b["offset"]) else b
+    by_url = {}
+    for d in docs:
+        by_url[d["url"]] = best(by_url[d["url"]], d) if d["url"] in by_url else d
+    by_hash = {}
+    for d in by_url.values():
+        by_hash[d["content_hash"]] = best(by_hash[d["content_hash"]], d) if d["content_hash"] in by_hash else d
+    expected = defaultdict(list)
+    for d in by_hash.values():
+        expected[str(tmp_path / f"part-{T.bucket(d['content_hash'], num_shards):05d}-of-{num_shards:05d}.jsonl.gz")].append(d["id"])
+    assert {p: ids for p, ids in written.items() if ids} == {p: sorted(ids) for p, ids in expected.items()}
+    stats = [p for k, p in out if k == "stats"]  # write_outputs passes the URL step's stats on
+    total = defaultdict(int)
+    for s in stats:
+        for k, v in s.items():
+            total[k] += v
+    assert total["dropped_duplicate_url"] == 400 - len(by_url) > 100
+    assert total["dropped_duplicate_content"] == len(by_url) - len(by_hash) > 10
+    assert total["docs_written"] == len(by_hash)

@@ -166,3 +166,132 @@ def test_planted_duplicates_among_real_questions(real_questions):
     assert outcome(kept, dropped)[1] == sorted(expected)
     assert len(kept) == len(real_questions) and sum(r == "duplicate_near" for _, r in planted.values()) > 50
     assert elapsed < 10
+
+
+# --- the Beam steps (pipeline/refine/beam_dedup.py) against the in-memory reference ---------------
+
+def load_bench_generator():
+    """bench/dedup_scale.py (a script) as a module: its synthetic refine rows."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("dedup_scale", ROOT / "bench" / "dedup_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def beam_dedup(rows: list[dict], score, partitions: int, tmp_path, number: bool = True,
+               runner: str = "local") -> tuple[list[dict], list[dict], dict]:
+    """Run Dedup (+ Number) as a Beam pipeline: (kept rows, dropped reports, merged stats)."""
+    import apache_beam as beam
+
+    from webinstruct.core.stats import merge
+    from webinstruct.pipeline.refine.beam_dedup import Dedup, Number
+    from webinstruct.pipeline.runners import beam_runner
+
+    path = tmp_path / f"beam-dedup-{partitions}.jsonl"
+
+    def sink(kv):
+        with open(path, "w") as fh:
+            for item in kv[1]:
+                fh.write(json.dumps(item) + "\n")
+
+    with beam_runner(runner) as (r, options):
+        p = beam.Pipeline(runner=r, options=options)
+        items = (p | beam.Create([("record", row) for row in rows] + [("stats", {"in": len(rows)})])
+                 | Dedup(score, partitions=partitions, report=True))
+        if number:
+            items = items | Number()
+        items | beam.Map(lambda item: (0, item)) | beam.GroupByKey() | beam.Map(sink)
+        result = p.run()
+        result.wait_until_finish()
+    items = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = sorted((x for k, x in items if k == "record"), key=lambda r: r["id"])
+    dropped = sorted((x for k, x in items if k == "dropped"), key=lambda d: d["id"])
+    sizes = [d.committed for d in result.metrics().query()["distributions"]
+             if d.key.metric.name == "refine.dedup_group_rows" and d.committed is not None]
+    stats = merge(x for k, x in items if k == "stats")
+    if sizes:
+        stats["largest_group_rows"] = max(s.max for s in sizes)
+    return kept, dropped, stats
+
+
+@pytest.fixture(scope="module")
+def planted_rows() -> list[dict]:
+    """3000 synthetic refine rows: ~10% exact copies, ~5% near copies, A~B~C chains, template
+    families that differ only in numbers, and a family of ~150 one-word variants of one question
+    (its band buckets hold far more than MAX_BUCKET members)."""
+    gen = load_bench_generator()
+    rates = {"exact": 0.10, "near": 0.05, "chain": 0.03, "template": 0.08, "giant": 0.05}
+    rows = gen.synthetic_rows(3000, seed=11, rates=rates)
+    for row in rows:
+        row["score"] = row["doc_score"]  # 11 values: ties everywhere, the smallest id must win them
+    return rows
+
+
+def test_beam_dedup_matches_the_reference(planted_rows, tmp_path):
+    import numpy as np
+
+    from webinstruct.pipeline.refine import dedup as D
+
+    ref_kept, ref_dropped = dedup([dict(r) for r in planted_rows], score_field)
+    reasons = {d["reason"] for d in ref_dropped}
+    assert reasons == {"duplicate_exact", "duplicate_near"}
+    # The planted structure is there: a band bucket above MAX_BUCKET, and a chain A~B~C whose ends
+    # are not near copies of each other but end in one cluster.
+    first_word = load_bench_generator().base_question(10 ** 9 + 99, 11)[0]
+    giant = [r for r in planted_rows if r["question"].split()[0] == first_word]
+    assert len(giant) > D.MAX_BUCKET
+    toks = [D.tokens(r["question"]) for r in giant]
+    h, off = D.shingle_hashes(toks)
+    sig = D.signatures(h, off)
+    keys = D.band_key(sig, D.number_keys([D.numbers_of(" ".join(t)) for t in toks]), 0)
+    assert np.unique(keys, return_counts=True)[1].max() > D.MAX_BUCKET
+    chained = [d for d in ref_dropped if d["reason"] == "duplicate_near"]
+    by_id = {r["id"]: r for r in planted_rows}
+
+    def jaccard(a: str, b: str) -> float:
+        x, y = (set(zip(t, t[1:])) for t in (D.tokens(a), D.tokens(b)))
+        return len(x & y) / len(x | y)
+    assert any(jaccard(d["row"]["question"], by_id[d["kept_id"]]["question"]) < D.JACCARD for d in chained)
+
+    expected = ([r["id"] for r in ref_kept], [(d["row"]["id"], d["reason"], d["kept_id"]) for d in ref_dropped])
+    for partitions in (1, 7, 64):
+        kept, dropped, stats = beam_dedup([dict(r) for r in planted_rows], score_field, partitions, tmp_path)
+        assert ([r["id"] for r in kept], [(d["id"], d["reason"], d["kept_id"]) for d in dropped]) == expected
+        assert [r["index"] for r in kept] == list(range(len(kept)))
+        # No group holds every row: with P partitions the largest holds about 3000/P.
+        largest = stats.pop("largest_group_rows")
+        assert largest == 3000 if partitions == 1 else largest < 3000 // partitions * 3, (partitions, largest)
+        assert stats == {"in": 3000, "rows_out": len(ref_kept),
+                         "dropped_duplicate_exact": sum(d["reason"] == "duplicate_exact" for d in ref_dropped),
+                         "dropped_duplicate_near": sum(d["reason"] == "duplicate_near" for d in ref_dropped)}
+
+
+def test_beam_dedup_small_cases_match_the_reference(tmp_path):
+    """The hand-made cases above, through the Beam steps: ties, exact copies pointing to the
+    row finally kept, numbers, empty and missing questions, ids that are not hex."""
+    near = replace_word(LONG, 14, "saplings")
+    cases = [
+        rows_of(LONG, LONG.upper(), "  ".join(LONG.split()), f"**{LONG}**", "What is 3+5?", "what is 3 + 5 ?",
+                "What is 4+7?", scores=[0.1, 0.9, 0.3, 0.5, 0.2, 0.2, 0.0]),
+        rows_of(LONG, LONG.lower(), near, LONG.replace("12", "15"), replace_word(LONG, 3, "cherry"),
+                scores=[0.5, 0.5, 0.8, 0.1, 0.5]),
+        [{"id": "b", "question": "", "score": 0}, {"id": "a", "score": 0}, {"id": "c", "question": "x", "score": 0}],
+    ]
+    for rows in cases:
+        ref_kept, ref_dropped = dedup([dict(r) for r in rows], score_field)
+        kept, dropped, _ = beam_dedup(rows, score_field, 3, tmp_path)
+        assert [r["id"] for r in kept] == [r["id"] for r in ref_kept]
+        assert [(d["id"], d["reason"], d["kept_id"]) for d in dropped] == \
+            [(d["row"]["id"], d["reason"], d["kept_id"]) for d in ref_dropped]
+    assert beam_dedup([], score_field, 3, tmp_path)[:2] == ([], [])
+
+
+def test_number_gives_id_order_across_ranges():
+    from webinstruct.pipeline.refine.beam_dedup import range_key
+
+    ids = ["", "a", "a\x00", "ab", "abc", "abd", "b", "é", "zz", "\U0001f600", "0f3", "0f30"]
+    assert sorted(ids, key=lambda i: (range_key(i), i)) == sorted(ids)

@@ -2,23 +2,20 @@
 checkout, `webinstruct` runs, recalls from a bundled WARC and renders every stage's prompt from
 the package data alone (what a Beam or Dask worker gets), under one top-level import name.
 
-The fresh environment gets its third-party dependencies from the test's own environment through
-a path file (a second multi-GB install of torch and vLLM would not fit the suite's time); the
-webinstruct it imports is the wheel's, which the test checks.
+The build and the fresh environment (third-party dependencies from the test's own environment
+through a path file) are tests/wheel_env.py's, shared with the Dask cluster test; the webinstruct
+the fresh environment imports is the wheel's, which the test checks.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import sysconfig
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
+from wheel_env import wheel_env
 
 pytestmark = pytest.mark.slow
 
@@ -53,31 +50,10 @@ print(json.dumps(out))
 """
 
 
-def _purelib(python: str) -> str:
-    return subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("wheel")
-    dist = tmp / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(ROOT)], check=True, capture_output=True, timeout=300)
-    wheel = next(dist.glob("webinstruct-*.whl"))
-    venv = tmp / "venv"
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
-                   check=True, timeout=300)
-    python = str(venv / "bin" / "python")
-    # Dependencies from this environment; its editable webinstruct is not picked up (a path file
-    # adds the folder to sys.path without running the folder's own path files).
-    Path(_purelib(python), "zz_webinstruct_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                   check=True, timeout=300)
-    work = tmp / "elsewhere"
-    work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    return {"wheel": wheel, "venv": venv, "python": python, "work": work, "env": env}
+    built = wheel_env(tmp_path_factory.mktemp("wheel"))
+    return {"wheel": built.wheel, "venv": built.venv, "python": built.python, "work": built.work, "env": built.env}
 
 
 def test_one_top_level_name_and_all_package_data(installed):

@@ -17,6 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from webinstruct.pipeline.llm.cache import compact as compact_cache
 from webinstruct.pipeline.runners import run_pipeline
 from webinstruct.core import io as fio
 from webinstruct.core import shards
@@ -37,14 +38,15 @@ def build(p: beam.Pipeline, files: list[str], cfg: AugmentConfig, llm: LLMConfig
     dofn_cfg = {**dataclasses.asdict(cfg), "cache": llm.cache or cfg.cache_path()}
     rows = (
         p
-        | "InputFiles" >> beam.Create(task_groups(files, cfg.task_count(len(files))))
+        # Absolute: a worker in another working directory must open the launcher's files.
+        | "InputFiles" >> beam.Create(task_groups([fio.absolute(f) for f in files], cfg.task_count(len(files))))
         | "SpreadFiles" >> beam.Reshuffle()
         | "Augment" >> beam.ParDo(T.AugmentFiles(dofn_cfg, dataclasses.asdict(llm)))
         # Rows by type so each type can be capped at its target; stats pass under their own key.
-        | "KeyByType" >> beam.Map(lambda item: (item[1]["type"] if item[0] == "record" else "", item))
+        # Integer keys (the type's place in TYPES), as in every stage: string keys mis-group on Dask.
+        | "KeyByType" >> beam.Map(T.key_by_type)
         | "GroupByType" >> beam.GroupByKey()
-        | "CapTypes" >> beam.FlatMap(lambda kv: T.cap_type((kv[0], [x for x in kv[1]]), cfg.targets)
-                                     if kv[0] else iter(kv[1]))
+        | "CapTypes" >> beam.FlatMap(T.cap_group, cfg.targets)
     )
     (
         rows
@@ -71,12 +73,14 @@ def run(cfg: AugmentConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None
                                   "GSM8K/MATH-style JSON lines, or run `make refine` first")
     out = cfg.out_dir()
     with shards.stage_output(out, T.STAGE) as output:
-        shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
+        cache = llm.cache or cfg.cache_path()
+        shards.makedirs(cache.rsplit("/", 1)[0])
         t0 = time.monotonic()
         # MetaMath's prompts carry 8 worked examples (~2-3k tokens) before the question.
-        with llm_endpoint(llm, max_model_len=8192) as llm:
+        with llm_endpoint(llm, max_model_len=8192, workers_elsewhere=cfg.workers_elsewhere()) as llm:
             log.info("augment: %d input file(s) -> %s with %s at %s", len(files), out, llm.model, llm.url)
             run_pipeline(cfg, lambda p: build(p, files, cfg, llm))
+            compact_cache(cache)  # a remote cache: its workers' segments merged into one
         accounting = ("seeds_in", "rows_out", "requests_sent", "cache_hits", "prompt_tokens", "completion_tokens",
                       *(f"{k}_{w}" for k in T.KINDS for w in ("samples", "accepted")))
         stats = close_stats(out, t0, accounting, lambda s: {

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 
@@ -109,11 +109,11 @@ class AugmentFiles(beam.DoFn):
         self.cfg, self.llm = cfg, llm
 
     def setup(self):
-        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.cache import open_cache
         from webinstruct.pipeline.llm.client import LLMClient
         from webinstruct.pipeline.llm.config import LLMConfig
 
-        self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
+        self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), open_cache(self.cfg["cache"]), count)
 
     def process(self, files: list[str]) -> Iterator[tuple[str, Any]]:
         count = StageCounter(STAGE)
@@ -246,6 +246,26 @@ class AugmentFiles(beam.DoFn):
             count("rows_out", 1)
             count(f"rows_{row['type']}", 1)
             yield ("record", row)
+
+
+def key_by_type(item: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
+    """A record to the integer key of its MetaMathQA type (1 + its place in TYPES); anything
+    else (stats) to 0."""
+    from webinstruct.pipeline.augment.accept import TYPES
+
+    kind, payload = item
+    if kind == "record":
+        return TYPES.index(payload["type"]) + 1, item
+    return 0, item
+
+
+def cap_group(kv: tuple[int, Iterable[tuple[str, Any]]], targets: dict[str, int]) -> Iterator[tuple[str, Any]]:
+    """One group of `key_by_type`: a type's rows capped by `cap_type`; key 0 passes through."""
+    key, items = kv
+    if key == 0:
+        yield from items
+        return
+    yield from cap_type((accept.TYPES[key - 1], list(items)), targets)
 
 
 def cap_type(kv: tuple[str, list[tuple[str, Any]]], targets: dict[str, int]) -> Iterator[tuple[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from webinstruct.pipeline.llm.cache import compact as compact_cache
 from webinstruct.pipeline.runners import run_pipeline
 from webinstruct.core import shards
 from webinstruct.pipeline.extract import prompt
@@ -58,12 +59,14 @@ def run(cfg: ExtractConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None
     inputs = shards.complete_shards(cfg.input_dir(), "recall")
     out = cfg.out_dir()
     with shards.stage_output(out, T.STAGE) as output:
-        shards.makedirs((llm.cache or cfg.cache_path()).rsplit("/", 1)[0])
+        cache = llm.cache or cfg.cache_path()
+        shards.makedirs(cache.rsplit("/", 1)[0])
         t0 = time.monotonic()
         # SmolLM2 reads 8k tokens; 4k leaves room for the prompt's fixed part, a chunk and the reply.
-        with llm_endpoint(llm, max_model_len=4096) as llm:
+        with llm_endpoint(llm, max_model_len=4096, workers_elsewhere=cfg.workers_elsewhere()) as llm:
             log.info("extract: %d recall shards -> %s with %s at %s", len(inputs), out, llm.model, llm.url)
             run_pipeline(cfg, lambda p: build(p, inputs, cfg, llm))
+            compact_cache(cache)  # a remote cache: its workers' segments merged into one
         # Counters shown even when zero: "requests_sent: 0" is what a rerun should say.
         stats = close_stats(out, t0, ACCOUNTING, max_failure_share=llm.max_failure_share)
         shards.write_json(shards.join(out, "config.json"),

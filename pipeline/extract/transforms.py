@@ -71,11 +71,11 @@ class ExtractShard(beam.DoFn):
         self.llm = llm
 
     def setup(self):
-        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.cache import open_cache
         from webinstruct.pipeline.llm.client import LLMClient
         from webinstruct.pipeline.llm.config import LLMConfig
 
-        self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), RequestCache(self.cfg["cache"]), count)
+        self._make_client = lambda count: LLMClient(LLMConfig(**self.llm), open_cache(self.cfg["cache"]), count)
 
     def process(self, shard_paths: list[str]) -> Iterator[tuple[str, Any]]:
         count = StageCounter(STAGE)

@@ -4,26 +4,52 @@ Keys are sha256 digests of the canonical JSON of the request as sent (model, mes
 parameters, response format and schema, seed); values are the finished reply as JSON. Only valid,
 complete replies are stored, so a truncated or failed reply is asked again next time.
 
-SQLite in WAL mode: several Beam worker processes may read and write the same file at once (WAL lets
-readers run beside the single writer; `busy_timeout` makes a writer wait for the lock instead of
-failing). Every put commits by itself, so a `kill -9` loses only the requests then in flight. WAL
-needs a local file system (not NFS): on a multi-machine runner give each machine its own path.
-That is also why this file is the one artifact that does not go through `webinstruct.core.io`'s
-writers: SQLite's own journal is its crash safety, and a URL is refused (`require_local`).
+Two stores, chosen by the path (`open_cache`):
+
+- A local path: one SQLite file in WAL mode (`RequestCache`). Several Beam worker processes may read
+  and write it at once (WAL lets readers run beside the single writer; `busy_timeout` makes a writer
+  wait for the lock instead of failing). Every put commits by itself, so a `kill -9` loses only the
+  requests then in flight. WAL needs a local file system (not NFS), which is why this file is the one
+  artifact that does not go through `webinstruct.core.io`'s writers: SQLite's own journal is its
+  crash safety.
+- A URI (`s3://bucket/run/cache/llm.sqlite`, any remote file system of `core.io`): a folder of
+  immutable segment files beside it, `llm.segments/seg-*.jsonl.gz` (`SegmentedCache`). Object stores
+  cannot append or lock, and workers on other machines cannot share one SQLite file, so each worker
+  process keeps its own local SQLite copy: filled from every segment when it first opens the cache,
+  written through on each put, and the new entries uploaded as a new segment (one atomic put, a name
+  no other process uses) every FLUSH_EVERY entries or FLUSH_SECONDS seconds, when a client closes and
+  when the process exits. A `kill -9` therefore loses at most the entries since the last flush
+  (those requests are paid again on the rerun), never a segment in part. After the stage, the
+  driver merges the segments into one (`compact`), so the next run lists and downloads one object.
+
+  Why not a cache server: it would be one more service to start, secure and keep alive beside the
+  LLM servers, and a single point that every worker waits on; segments need nothing but the bucket
+  the run already writes to. The price is that each worker process downloads the whole cache once
+  (measured in bench/RESULTS.md, "LLM cache on object storage").
 """
 from __future__ import annotations
 
+import atexit
+import gzip
 import hashlib
 import json
+import logging
 import os
+import socket
 import sqlite3
 import threading
 import time
-from typing import Any, Iterable
+import uuid
+from typing import Any, Iterable, Union
 
 from webinstruct.core import io as fio
 
 BUSY_TIMEOUT_MS = 30_000
+FLUSH_EVERY = 256      # new entries that make a segment
+FLUSH_SECONDS = 30.0   # or this long since the last flush, whichever comes first
+SEGMENTS = ".segments"  # a remote cache path `.../llm.sqlite` is the folder `.../llm.segments/`
+
+log = logging.getLogger(__name__)
 
 
 def request_key(request: dict) -> str:
@@ -96,6 +122,9 @@ class RequestCache:
     def __contains__(self, key: str) -> bool:
         return self._conn().execute("SELECT 1 FROM cache WHERE key = ?", (key,)).fetchone() is not None
 
+    def flush(self) -> None:
+        """Nothing to do: every put is already durable (the same call as `SegmentedCache.flush`)."""
+
     def close(self) -> None:
         """Close this thread's connection (others close when their thread's objects are collected)."""
         conn = getattr(self._local, "conn", None)
@@ -110,3 +139,195 @@ class RequestCache:
     def __setstate__(self, state):
         self.path = state["path"]
         self._local = threading.local()
+
+
+# ---- the cache on object storage ---------------------------------------------------------------
+
+def segments_dir(path: str) -> str:
+    """The segment folder of a remote cache path: `.../llm.sqlite` -> `.../llm.segments`."""
+    path = os.fspath(path).rstrip("/")
+    stem = path[: -len(".sqlite")] if path.endswith(".sqlite") else path
+    return stem + SEGMENTS
+
+
+def _segment_lines(data: bytes) -> Iterable[tuple[str, str]]:
+    """(key, value JSON) of each whole line of a segment's gzipped bytes."""
+    for line in gzip.decompress(data).decode("utf-8").splitlines():
+        if line:
+            key, _, value = line.partition("\t")
+            yield key, value
+
+
+class _Store:
+    """One process's local copy of a remote cache, shared by every SegmentedCache of that URI."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.tmp = fio.process_temp_dir("webinstruct-llm-cache-")
+        self.local = RequestCache(os.path.join(self.tmp, "cache.sqlite"))
+        self.loaded: set[str] = set()
+        self.pending: list[tuple[str, str]] = []
+        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()
+        self.segments_written = 0
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Load the segments not yet loaded; return how many entries they held."""
+        names = [n for n in fio.listdir(self.folder) if n.startswith("seg-") and n.endswith(".jsonl.gz")]
+        new = [n for n in names if n not in self.loaded]
+        if not new:
+            return 0
+        paths = [fio.join(self.folder, n) for n in new]
+        blobs = _cat_many(paths)
+        n_entries = 0
+        conn = self.local._conn()
+        conn.execute("BEGIN")
+        try:
+            for name, data in zip(new, blobs):
+                if data is None:  # merged away by a compaction since the listing: its entries are in the merged one
+                    continue
+                rows = [(k, v, 0.0) for k, v in _segment_lines(data)]
+                conn.executemany("INSERT OR REPLACE INTO cache (key, value, created) VALUES (?, ?, ?)", rows)
+                n_entries += len(rows)
+                self.loaded.add(name)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.debug("LLM cache: loaded %d entries from %d segments of %s", n_entries, len(new), self.folder)
+        return n_entries
+
+    def put(self, key: str, value: Any) -> None:
+        self.local.put(key, value)
+        with self.lock:
+            self.pending.append((key, json.dumps(value, ensure_ascii=False)))
+            due = len(self.pending) >= FLUSH_EVERY or time.monotonic() - self.last_flush >= FLUSH_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+            self.last_flush = time.monotonic()
+        if not pending:
+            return
+        name = f"seg-{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.gz"
+        body = "".join(f"{k}\t{v}\n" for k, v in pending).encode("utf-8")
+        try:
+            fio.write_atomic(fio.join(self.folder, name), gzip.compress(body, compresslevel=6, mtime=0))
+        except BaseException:
+            with self.lock:  # not lost: the next flush tries again
+                self.pending[:0] = pending
+            raise
+        self.loaded.add(name)
+        self.segments_written += 1
+
+
+def _cat_many(paths: list[str]) -> list[bytes | None]:
+    """The bytes of each path (None for one that vanished), fetched concurrently where the file
+    system can (s3fs, gcsfs: one batch of requests)."""
+    if not paths:
+        return []
+    from fsspec.core import url_to_fs
+
+    fs, _ = url_to_fs(paths[0])
+    stripped = [url_to_fs(p)[1] for p in paths]
+    got = fs.cat(stripped, on_error="return")
+    return [v if isinstance(v, (bytes, bytearray)) else None for v in (got.get(p) for p in stripped)]
+
+
+_STORES: dict[tuple[int, str], _Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def _store(folder: str) -> _Store:
+    with _STORES_LOCK:
+        key = (os.getpid(), folder)
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = _Store(folder)
+        return store
+
+
+@atexit.register
+def _flush_all() -> None:
+    for (pid, folder), store in list(_STORES.items()):
+        if pid == os.getpid():
+            try:
+                store.flush()
+            except Exception as err:  # at exit there is no one left to raise to
+                log.warning("LLM cache: could not write the last entries to %s: %s", folder, err)
+
+
+class SegmentedCache:
+    """The request cache of a remote run (see the module docstring): the same calls as
+    `RequestCache`, over a folder of segment files. Picklable; each process loads the segments
+    once, on first use."""
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        self.folder = segments_dir(self.path)
+
+    @property
+    def _s(self) -> _Store:
+        return _store(self.folder)
+
+    def get(self, key: str) -> Any | None:
+        return self._s.local.get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return self._s.local.get_many(keys)
+
+    def put(self, key: str, value: Any) -> None:
+        self._s.put(key, value)
+
+    def flush(self) -> None:
+        """Upload the entries not yet in a segment (the LLM client calls this when it closes)."""
+        self._s.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+    def __len__(self) -> int:
+        return len(self._s.local)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._s.local
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+
+Cache = Union[RequestCache, SegmentedCache]
+
+
+def open_cache(path: str | os.PathLike) -> Cache:
+    """The request cache at `path`: SQLite for a local path, segment files for a URI."""
+    return SegmentedCache(os.fspath(path)) if fio.is_remote(path) else RequestCache(path)
+
+
+def compact(path: str | os.PathLike) -> int:
+    """Merge a remote cache's segments into one (run by the driver once a stage's workers are
+    done; nothing else writes then). Returns the number of segments merged; 0 for a local cache.
+    The merged segment is written before the merged ones are deleted, so a kill in between leaves
+    duplicates (harmless), never a loss."""
+    if not fio.is_remote(path):
+        return 0
+    folder = segments_dir(os.fspath(path))
+    names = [n for n in fio.listdir(folder) if n.startswith("seg-") and n.endswith(".jsonl.gz")]
+    if len(names) < 2:
+        return 0
+    entries: dict[str, str] = {}
+    for data in _cat_many([fio.join(folder, n) for n in names]):
+        if data is not None:
+            entries.update(_segment_lines(data))
+    body = "".join(f"{k}\t{v}\n" for k, v in sorted(entries.items())).encode("utf-8")
+    merged = f"seg-{time.time_ns():020d}-merged-{len(entries)}.jsonl.gz"
+    fio.write_atomic(fio.join(folder, merged), gzip.compress(body, compresslevel=6, mtime=0))
+    fio.remove([fio.join(folder, n) for n in names])
+    log.info("LLM cache: merged %d segments (%d entries) of %s", len(names), len(entries), folder)
+    return len(names)

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import openai
 
-from webinstruct.pipeline.llm.cache import RequestCache, request_key
+from webinstruct.pipeline.llm.cache import Cache, request_key
 from webinstruct.pipeline.llm.config import LLMConfig, normalize_url
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class _Loop:
 class LLMClient:
     """See the module docstring. `count(name, n)` receives every counter (a `StageCounter`)."""
 
-    def __init__(self, cfg: LLMConfig, cache: RequestCache | None = None,
+    def __init__(self, cfg: LLMConfig, cache: Cache | None = None,
                  count: Callable[[str, int], None] | None = None):
         if not cfg.url:
             raise ValueError("LLMConfig.url is empty: the stage must start a local server or set LLM_URL first")
@@ -373,6 +373,8 @@ class LLMClient:
         return _first_model(ids, url)
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()  # a remote cache uploads what this client added
         if self._loop is not None and self._pid == os.getpid():
             async def _close_all():
                 if self._heartbeat_task is not None:

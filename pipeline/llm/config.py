@@ -45,7 +45,7 @@ class LLMConfig:
     seed: int = option(0, "sampling seed (varied on retries)")
     retry_failed: bool = option(False, "send again requests whose final failure (cut at the cap, invalid JSON, "
                                        "schema mismatch) is recorded in the cache")
-    cache: str = option("", "SQLite request cache (empty: RUN/llm_cache.sqlite, chosen by the stage)")
+    cache: str = option("", "request cache: a local SQLite file, or a URI whose segment folder workers share (empty: RUN/cache/llm.sqlite)")
 
     @classmethod
     def from_env(cls, base: "LLMConfig") -> "LLMConfig":

@@ -34,13 +34,30 @@ def with_model(llm: LLMConfig) -> LLMConfig:
     return llm if llm.model else dataclasses.replace(llm, model=model)
 
 
+def _reachable_from_workers(urls: list[str]) -> None:
+    from webinstruct.core.config import ConfigError
+    from webinstruct.pipeline.runners import is_loopback
+
+    local = [u for u in urls if is_loopback(u)]
+    if local:
+        raise ConfigError(
+            f"the LLM endpoint {local[0]} is this machine's loopback address, which workers on other machines "
+            "cannot reach: serve the model where they can (vLLM with --host 0.0.0.0) and set "
+            "LLM_URL=http://HOST:8000/v1 (or --llm-url)")
+
+
 @contextlib.contextmanager
-def llm_endpoint(llm: LLMConfig, max_model_len: int = 4096) -> Iterator[LLMConfig]:
+def llm_endpoint(llm: LLMConfig, max_model_len: int = 4096, workers_elsewhere: bool = False) -> Iterator[LLMConfig]:
     """`llm` with a reachable URL and model: the given endpoint, or a local server for this run
-    (with a context of `max_model_len` tokens)."""
+    (with a context of `max_model_len` tokens). `workers_elsewhere` (a cluster runner): a loopback
+    URL, or starting a local server, is refused with one line saying what to do instead."""
     if llm.url:
+        if workers_elsewhere:
+            _reachable_from_workers(list(llm.url))
         yield with_model(llm)
         return
+    if workers_elsewhere:
+        _reachable_from_workers(["http://127.0.0.1/v1"])
     from webinstruct.pipeline.llm.server import LocalLLMServer, detached_url
 
     url = detached_url()

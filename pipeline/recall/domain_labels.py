@@ -111,7 +111,7 @@ def label_domains(rows: list[dict[str, Any]], docs: Iterable[dict[str, Any]], ll
     """({domain: {"educational", "category", "reason"} or {"error"}}, LLM accounting) for `rows`.
 
     Starts the local server when `llm` names no endpoint (see pipeline/llm/endpoint.py)."""
-    from webinstruct.pipeline.llm.cache import RequestCache
+    from webinstruct.pipeline.llm.cache import open_cache
     from webinstruct.pipeline.llm.client import LLMClient
     from webinstruct.pipeline.llm.endpoint import llm_endpoint
 
@@ -121,7 +121,7 @@ def label_domains(rows: list[dict[str, Any]], docs: Iterable[dict[str, Any]], ll
     requests = [request(r, samples.get(r["domain"], [])) for r in rows]
     tally: collections.Counter = collections.Counter()
     with llm_endpoint(llm, max_model_len=2048) as live:
-        with LLMClient(live, RequestCache(cache_path), lambda name, n=1: tally.update({name: n})) as client:
+        with LLMClient(live, open_cache(cache_path), lambda name, n=1: tally.update({name: n})) as client:
             results = client.complete(requests)
     labels: dict[str, dict[str, Any]] = {}
     for row, res in zip(rows, results):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ import apache_beam as beam
 from webinstruct.pipeline.runners import run_pipeline
 from webinstruct.core import io as fio
 from webinstruct.core import shards
+from webinstruct.core.http_range import is_http
 from webinstruct.core.resources import bundled
 from webinstruct.pipeline.recall import transforms as T
 from webinstruct.pipeline.recall.config import RecallConfig
@@ -31,13 +33,36 @@ log = logging.getLogger(__name__)
 
 
 def expand_inputs(patterns: list[str]) -> list[str]:
-    """Every file matching the WARC globs, sorted; a clear error when nothing matches."""
+    """Every file matching the WARC globs, sorted; a clear error when nothing matches.
+    http(s):// URLs are taken as they are (HTTP has no listing to glob)."""
     paths: set[str] = set()
     for pattern in patterns:
+        if is_http(pattern):
+            paths.add(pattern)
+            continue
         paths.update(fio.glob(bundled(pattern)))
     if not paths:
         raise shards.MissingInput(f"no WARC files match {' '.join(patterns)}")
     return sorted(paths)
+
+
+def inputs(cfg: RecallConfig) -> list[str]:
+    """The WARC files to read: the crawl's selected files (`--crawl/--files/--cc-base`), else `--warc`."""
+    if cfg.crawl:
+        from webinstruct.pipeline.recall import commoncrawl
+
+        paths = commoncrawl.resolve(cfg.crawl, cfg.files, cfg.cc_base, cfg.http())
+        log.info("recall: %s files %s: %d WARC files from %s", cfg.crawl, cfg.files or "(all)", len(paths),
+                 commoncrawl.paths_url(cfg.crawl, cfg.cc_base))
+        return paths
+    return expand_inputs(cfg.warc)
+
+
+def listing(cfg: RecallConfig) -> str:
+    """The crawl's WARC listing the inputs came from ("" when they came from --warc)."""
+    from webinstruct.pipeline.recall.commoncrawl import paths_url
+
+    return paths_url(cfg.crawl, cfg.cc_base) if cfg.crawl else ""
 
 
 def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path: str) -> beam.PCollection:
@@ -51,6 +76,10 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
         "min_latin_share": cfg.min_latin_share,
         "max_page_bytes": cfg.max_page_bytes,
         "round": cfg.round,
+        "http": cfg.http(),
+        # WARC paths stay as written (documents record them); a worker in another working
+        # directory opens a relative one under the launcher's.
+        "base_dir": os.getcwd(),
     }
     return (
         p
@@ -74,7 +103,7 @@ def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], di
     if not fio.exists(classifier_path):
         raise shards.MissingInput(
             f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
-    paths = expand_inputs(cfg.warc)
+    paths = inputs(cfg)
     out = cfg.out_dir()
     # Locked, marker removed first; the marker, written last, makes the folder readable again.
     with shards.stage_output(out, T.STAGE) as output:
@@ -83,9 +112,16 @@ def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], di
         result = run_pipeline(cfg, lambda p: build(p, paths, cfg, classifier_path))
         wall = time.monotonic() - t0
         stats = shards.read_json(shards.join(out, "stats.json"))
+        if paths and stats.get("warc_unreadable", 0) >= len(paths):
+            # Not one file could be opened (a path the workers cannot see, say): an empty result
+            # published as complete would pass silently to the next stage.
+            raise shards.MissingInput(
+                f"none of the {len(paths)} WARC files could be opened by the workers (warc_unreadable "
+                f"{stats['warc_unreadable']}; the log names each): check the paths are readable where the workers run")
         shards.write_json(shards.join(out, "stats.json"), timed(stats, wall))
         shards.write_json(shards.join(out, "config.json"),
-                          {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths})
+                          {**dataclasses.asdict(cfg), "classifier": classifier_path, "inputs": paths,
+                           "listing": listing(cfg)})
         output.publish(["domains.jsonl.gz"])
     return stats, beam_counters(result, T.STAGE), wall
 

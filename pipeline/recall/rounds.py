@@ -6,7 +6,12 @@ domains (the previous classifier's likely false positives). The new classifier r
 WARCs again, and the overlap with the previous round says whether another round is worth it
 (DeepSeekMath stopped when ~98% of a round's data had already been found).
 
-Layout: RUN/domains/selected.json, RUN/domains/round-N/{classifier.bin,classifier.json,recall/,overlap.json}.
+The round recalls the WARC files the previous recall read (its config.json `inputs`, so a run
+recalled from s3:// or by crawl name is read again from there; `--warc` overrides), plus the
+records `domains fetch` fetched for the round from Common Crawl's index (pipeline/recall/domain_fetch.py).
+
+Layout: RUN/domains/selected.json, RUN/domains/round-N/{classifier.bin,classifier.json,recall/,overlap.json},
+RUN/domains/round-N/fetched/ (`domains fetch`: part-NNNNN.warc.gz, fetched.json).
 """
 from __future__ import annotations
 
@@ -44,6 +49,8 @@ class DomainsConfig:
                                "educational or not, MAmmoTH2's way; endpoint from LLM_URL / --llm-url or the "
                                "local server) or module:function taking a domain row")
     round: PositiveInt = option(2, "number of the round to run")
+    warc: list[str] = option([], "WARC paths or globs the round recalls (default: the previous recall's inputs, "
+                                 "recorded in its config.json; plus what `domains fetch` fetched for the round)")
     positives: list[str] = option(SEED_POSITIVES, "seed positive JSON-lines files (field `text`)")
     negatives: list[str] = option(SEED_NEGATIVES, "seed negative JSON-lines files (field `text`)")
 
@@ -121,27 +128,44 @@ def recalled_urls(recall_dir: str) -> list[str]:
     return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "recall")]
 
 
-def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | None = None) -> dict[str, Any]:
-    """Select (when not done), retrain, recall again into RUN/domains/round-N/recall, report overlap."""
-    from webinstruct.pipeline.recall import job
-    from webinstruct.pipeline.recall.classifier import train_classifier
-
+def selection(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
+    """RUN/domains/selected.json (made by `select` when absent); an error when it selects nothing."""
     sel_path = shards.join(cfg.domains_dir(), "selected.json")
     report = shards.read_json(sel_path) if shards.exists(sel_path) else select(cfg, llm)
     if not report["selected"]:
         raise ValueError(
             f"no domain passed the rules {report['rules']} ({report['verdict_counts']}): lower "
             "--min-recalled/--min-share or recall more data before another round")
+    return report
+
+
+def round_inputs(cfg: DomainsConfig, default: list[str]) -> tuple[list[str], list[str]]:
+    """What the round recalls: --warc, else the previous recall's recorded inputs (else `default`,
+    the recipe's recall.warc); and the WARC files `domains fetch` wrote for this round."""
+    from webinstruct.pipeline.recall.domain_fetch import fetched_warcs, previous_inputs
+
+    base = list(cfg.warc) or previous_inputs(cfg.previous_dir()) or list(default)
+    return base, [w for w in fetched_warcs(cfg.round_dir()) if w not in base]
+
+
+def run_round(cfg: DomainsConfig, recall_cfg, classifier_cfg, llm: LLMConfig | None = None) -> dict[str, Any]:
+    """Select (when not done), retrain, recall again into RUN/domains/round-N/recall, report overlap."""
+    from webinstruct.pipeline.recall import job
+    from webinstruct.pipeline.recall.classifier import train_classifier
+
+    report = selection(cfg, llm)
+    base, fetched = round_inputs(cfg, recall_cfg.warc)
     positives, negatives, sizes = round_training_texts(cfg, report["selected"])
     model_path = shards.join(cfg.round_dir(), "classifier.bin")
     meta = train_classifier(positives, negatives, model_path, classifier_cfg)
     recall_cfg = dataclasses.replace(recall_cfg, run=cfg.run, out=shards.join(cfg.round_dir(), "recall"),
-                                     classifier=model_path, round=cfg.round)
+                                     classifier=model_path, round=cfg.round, warc=base + fetched, crawl="")
     stats = job.run(recall_cfg)
     ov = dom.overlap(recalled_urls(cfg.previous_dir()), recalled_urls(recall_cfg.out_dir()))
     result = {"round": cfg.round, "selected_domains": report["selected"], "training": sizes,
               "classifier": {k: meta.get(k) for k in ("threshold", "metrics")},
               "recall": {k: stats.get(k) for k in ("pages_decoded", "pages_recalled", "docs_written")},
+              "inputs": {"previous": len(base), "fetched": len(fetched)},
               "overlap": ov}
     shards.write_json(shards.join(cfg.round_dir(), "overlap.json"), result)
     return result

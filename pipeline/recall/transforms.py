@@ -5,6 +5,12 @@ The graph is deliberately a single chain (read+score -> shuffle by URL -> shuffl
 the last transform of a pipeline and drops tagged outputs and `finish_bundle` output, so branches
 and side outputs would silently vanish there. Shuffle keys are stable integers (sha1 buckets),
 never strings, so grouping agrees across worker processes with different hash seeds.
+
+Deduplication shuffles small tuples, not documents: each recalled document travels with a claim
+(url, score, warc_file, offset, id, content_hash). The URL buckets decide the winner of each URL
+from the claims while the documents, keyed by their id, stream through; the winners' claims then
+go to the shard of their content hash, where the documents also go, so each shard decides the
+content duplicates from claims and keeps the winning documents by id.
 """
 from __future__ import annotations
 
@@ -123,7 +129,8 @@ class ScorePages:
 
 
 class RecallFile(beam.DoFn):
-    """One WARC file -> ("doc", document)..., ("domain_tally", (domain, tally))..., ("stats", counts).
+    """One WARC file -> ("doc", document) and its ("url_claim", claim(document))...,
+    ("domain_tally", (domain, tally))..., ("stats", counts).
 
     The file is the unit of parallel work (a Common Crawl WARC holds ~40k pages), so the counts of
     a file are emitted once, from `process`, which every runner keeps.
@@ -144,11 +151,13 @@ class RecallFile(beam.DoFn):
         progress = Progress(f"recall {path}")
         n_pages = 0
         t0 = time.monotonic()
-        for page in read_pages(path, self.cfg["max_page_bytes"], count):
+        for page in read_pages(path, self.cfg["max_page_bytes"], count, http=self.cfg.get("http"),
+                               base_dir=self.cfg.get("base_dir")):
             n_pages += 1
             doc = self.scorer(page, count, tallies)
             if doc is not None:
                 yield ("doc", doc)
+                yield ("url_claim", claim(doc))
             progress.maybe(pages=n_pages, recalled=count.get("pages_recalled"))
         log.info("recall: %s done: %d pages, %d recalled in %.1fs", path, n_pages,
                  count.get("pages_recalled"), time.monotonic() - t0)
@@ -157,42 +166,60 @@ class RecallFile(beam.DoFn):
         yield ("stats", count.drain())
 
 
+def claim(doc: dict) -> tuple:
+    """What deduplication needs of a document, without its text:
+    (url, score, warc_file, offset, id, content_hash)."""
+    return (doc["url"], doc["score"], doc["warc_file"], doc["offset"], doc["id"], doc["content_hash"])
+
+
+def _rank(c: tuple) -> tuple:
+    """The order of duplicates: higher score, then earliest in the crawl (file, offset), then id."""
+    return (-c[1], c[2], c[3], c[4])
+
+
+def id_key(doc_id: str, buckets: int) -> int:
+    """The integer key of a document's id (sha1 bucket): where the document itself travels."""
+    return bucket(doc_id, buckets)
+
+
 def key_by_url(item: tuple[str, Any], buckets: int) -> tuple[int, tuple[str, Any]]:
+    """URL claims to their URL's bucket; documents spread by their id (a URL crawled a thousand
+    times puts a thousand small claims in one bucket, not a thousand documents)."""
     kind, payload = item
+    if kind == "url_claim":
+        return bucket(payload[0], buckets), item
     if kind == "doc":
-        return bucket(payload["url"], buckets), item
+        return id_key(payload["id"], buckets), item
     if kind == "domain_tally":
         return bucket(payload[0], buckets), item
     return 0, item
 
 
-def _better(a: dict, b: dict) -> dict:
-    """The document to keep of two duplicates: higher score, then earliest in the crawl."""
-    ka = (-a["score"], a["warc_file"], a["offset"])
-    kb = (-b["score"], b["warc_file"], b["offset"])
-    return a if ka <= kb else b
-
-
 def dedup_urls(kv: tuple[int, Iterable[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:
-    """Keep one document per URL; merge the per-file domain tallies of each domain."""
+    """Decide one document per URL from the claims (best score, then earliest in the crawl) and
+    emit the winners' claims; documents stream through untouched (the winners are joined back to
+    them by id in `write_outputs`). Merge the per-file domain tallies of each domain."""
     _, items = kv
     count = StageCounter(STAGE)
-    by_url: dict[str, dict] = {}
+    by_url: dict[str, tuple] = {}
     tallies: dict[str, list] = {}
     stats = []
-    n_docs = 0
+    n_claims = 0
     for kind, payload in items:
         if kind == "doc":
-            n_docs += 1
-            prev = by_url.get(payload["url"])
-            by_url[payload["url"]] = payload if prev is None else _better(prev, payload)
+            yield (kind, payload)
+        elif kind == "url_claim":
+            n_claims += 1
+            prev = by_url.get(payload[0])
+            if prev is None or _rank(payload) < _rank(prev):
+                by_url[payload[0]] = payload
         elif kind == "domain_tally":
             tallies.setdefault(payload[0], []).append(payload[1])
         else:
             stats.append(payload)
-    count("dropped_duplicate_url", n_docs - len(by_url))
-    for doc in by_url.values():
-        yield ("doc", doc)
+    count("dropped_duplicate_url", n_claims - len(by_url))
+    for c in by_url.values():
+        yield ("url_winner", c)
     for domain, parts in tallies.items():
         yield ("domain", dom.tally_to_row(domain, dom.merge_tallies(parts)))
     stats.append(count.drain())
@@ -203,24 +230,40 @@ def key_by_shard(item: tuple[str, Any], num_shards: int) -> tuple[int, tuple[str
     kind, payload = item
     if kind == "doc":
         return bucket(payload["content_hash"], num_shards), item
+    if kind == "url_winner":  # to the shard of its document: the content decision is made there
+        return bucket(payload[5], num_shards), item
     if kind == "domain":
         return num_shards, item
     return num_shards + 1, item
 
 
 def write_outputs(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, num_shards: int) -> Iterator[tuple[str, Any]]:
-    """Per shard: drop exact content duplicates, write the shard; the domain table; pass stats on."""
+    """Per shard: drop exact content duplicates, write the shard; the domain table; pass stats on.
+
+    A shard's group holds its documents and the claims of the URL winners among them (a document
+    and its claim share the shard of its content hash). The content winners are decided from the
+    claims (first pass, small tuples), then only their documents are kept (second pass), joined
+    by id; a document read twice (the same WARC listed twice) is written once."""
     key, items = kv
     count = StageCounter(STAGE)
     if key < num_shards:
-        by_hash: dict[str, dict] = {}
-        n_docs = 0
-        for _, doc in items:
-            n_docs += 1
-            prev = by_hash.get(doc["content_hash"])
-            by_hash[doc["content_hash"]] = doc if prev is None else _better(prev, doc)
-        count("dropped_duplicate_content", n_docs - len(by_hash))
-        docs = sorted(by_hash.values(), key=lambda d: d["id"])
+        if iter(items) is items:  # a one-shot iterator: the two passes need a list
+            items = list(items)
+        by_hash: dict[str, tuple] = {}
+        n_winners = 0
+        for kind, payload in items:
+            if kind == "url_winner":
+                n_winners += 1
+                prev = by_hash.get(payload[5])
+                if prev is None or _rank(payload) < _rank(prev):
+                    by_hash[payload[5]] = payload
+        count("dropped_duplicate_content", n_winners - len(by_hash))
+        keep = {c[4] for c in by_hash.values()}
+        kept: dict[str, dict] = {}
+        for kind, doc in items:
+            if kind == "doc" and doc["id"] in keep and doc["id"] not in kept:
+                kept[doc["id"]] = doc
+        docs = sorted(kept.values(), key=lambda d: d["id"])
         path = shards.join(out_dir, shards.shard_name(key, num_shards))
         count("docs_written", shards.write_shard(path, docs, RecalledDocument))
         yield ("shard", path)

@@ -8,10 +8,18 @@ next record boundary (next gzip member or `WARC/1.x` header line) and carries on
 A file that does not start with a WARC record (a text or HTML file named .warc.gz, an empty file)
 is not read at all: it counts `not_a_warc` with one warning naming it, rather than being parsed
 line by line as damaged records.
+
+http(s):// paths (Common Crawl's `https://data.commoncrawl.org/crawl-data/...`) are streamed by
+`core/http_range.py`, which resumes a dropped connection with a Range request from the byte it had
+reached (counted as `warc_http_resumes`); a file it cannot read after its retries stops the job
+with one line naming the URL (`RemoteReadError`), rather than being counted and skipped. Local,
+s3:// and gs:// paths go through `core/io.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 import zlib
 from typing import Callable, Iterator
@@ -19,6 +27,7 @@ from typing import Callable, Iterator
 from warcio.archiveiterator import ArchiveIterator
 
 from webinstruct.core import io as fio
+from webinstruct.core.http_range import RemoteReadError, is_http, open_url
 
 from webinstruct.pipeline.text.html_text import decode_html
 
@@ -34,6 +43,32 @@ Count = Callable[[str, int], None]
 
 def _no_count(name: str, n: int = 1) -> None:
     pass
+
+
+class _Source:
+    """Opens one WARC file's raw bytes, again at each resync; sums the HTTP resumptions of every
+    opening (`http`: RangeReader settings, retries / backoff_s / timeout_s)."""
+
+    def __init__(self, path: str, http: dict | None = None, base_dir: str | None = None):
+        self.path = path
+        self.http = http or {}
+        self.resumes = 0
+        # A relative local path is the launcher's: opened under its working directory `base_dir`.
+        relative = base_dir and not is_http(path) and not fio.is_remote(path) and not os.path.isabs(path)
+        self.location = os.path.join(base_dir, fio.local_path(path)) if relative else path
+
+    @contextlib.contextmanager
+    def open(self):
+        if not is_http(self.path):
+            with fio.open(self.location, "rb", compression=None) as fh:
+                yield fh
+            return
+        fh = open_url(self.path, **self.http)
+        try:
+            yield fh
+        finally:
+            self.resumes += fh.raw.resumes
+            fh.close()
 
 
 def _clean_uri(uri: str | None) -> str:
@@ -52,10 +87,10 @@ def _charset(content_type: str) -> str:
     return ""
 
 
-def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
+def _find_next_boundary(source: _Source, start: int, gzipped: bool) -> int | None:
     """Offset of the next record boundary at or after `start`, or None at end of file."""
     markers = (GZIP_MAGIC,) if gzipped else WARC_MAGIC
-    with fio.open(path, "rb", compression=None) as fh:
+    with source.open() as fh:
         fh.seek(start)
         pos = start
         tail = b""
@@ -72,11 +107,11 @@ def _find_next_boundary(path: str, start: int, gzipped: bool) -> int | None:
             pos += len(chunk)
 
 
-def _opening(path: str, size: int = 64) -> tuple[bool, bytes | None]:
+def _opening(source: _Source, size: int = 64) -> tuple[bool, bytes | None]:
     """Whether the file is gzipped, and the first `size` bytes of its content (of its first gzip
     member when gzipped; None when they cannot be decompressed: a damaged first member, which the
     resync logic handles). One read of the file's start."""
-    with fio.open(path, "rb", compression=None) as fh:
+    with source.open() as fh:
         raw = fh.read(1 << 16)
     if raw[:3] != GZIP_MAGIC:
         return False, raw[:size]
@@ -150,10 +185,28 @@ def read_pages(
     max_page_bytes: int = 2_000_000,
     count: Count = _no_count,
     progress_every_s: float = 10.0,
+    http: dict | None = None,
+    base_dir: str | None = None,
 ) -> Iterator[dict]:
-    """Yield a Page record (see `webinstruct.core.schema.Page`) for every HTML response in one WARC file."""
+    """Yield a Page record (see `webinstruct.core.schema.Page`) for every HTML response in one WARC file.
+
+    `http`: settings of the resumable reader for http(s) paths (retries, backoff_s, timeout_s).
+    `base_dir`: the directory a relative `path` is under (a worker's own may differ); pages record
+    `path` as given."""
+    source = _Source(path, http, base_dir)
     try:
-        gzipped, head = _opening(path)
+        yield from _read_pages(source, max_page_bytes, count, progress_every_s)
+    finally:
+        if source.resumes:
+            count("warc_http_resumes", source.resumes)
+
+
+def _read_pages(source: _Source, max_page_bytes: int, count: Count, progress_every_s: float) -> Iterator[dict]:
+    path = source.path
+    try:
+        gzipped, head = _opening(source)
+    except RemoteReadError:
+        raise
     except OSError as err:
         count("warc_unreadable", 1)
         log.error("cannot open %s: %s", path, err)
@@ -169,7 +222,7 @@ def read_pages(
     n_records = 0
     while True:
         failed_at = None
-        with fio.open(path, "rb", compression=None) as fh:
+        with source.open() as fh:
             fh.seek(base)
             it = ArchiveIterator(fh, check_digests=False)
             offset = base
@@ -190,6 +243,8 @@ def read_pages(
                     if time.monotonic() - last_log > progress_every_s:
                         last_log = time.monotonic()
                         log.info("recall: %s: %d records read", path, n_records)
+            except RemoteReadError:
+                raise
             except Exception as err:  # truncated gzip, bad headers, garbage between records
                 kind = "warc_truncated" if isinstance(err, EOFError) or "end of" in str(err).lower() else "warc_corrupt"
                 count(kind, 1)
@@ -200,7 +255,7 @@ def read_pages(
                             type(err).__name__, str(err))
         if failed_at is None:
             return
-        nxt = _find_next_boundary(path, failed_at, gzipped)
+        nxt = _find_next_boundary(source, failed_at, gzipped)
         if nxt is None:
             return
         count("warc_resyncs", 1)

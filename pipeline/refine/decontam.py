@@ -273,7 +273,9 @@ class NGramIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> NGramIndex:
-        with fio.open(path, "rb", compression=None) as fh, np.load(fh, allow_pickle=False) as z:
+        # A remote index (a worker reading the run's copy) is staged to a local temporary file first:
+        # np.load seeks around the zip, which over HTTP would be many small range requests.
+        with fio.local_copy(path) as local, np.load(local, allow_pickle=False) as z:
             if int(z["version"]) != FORMAT_VERSION:
                 raise ValueError(f"{path}: format version {int(z['version'])}, expected {FORMAT_VERSION}")
             index = cls(z["hashes"], z["benchmarks"], [str(s) for s in z["names"]], int(z["n"]))

@@ -37,6 +37,10 @@ Parameters (module constants, overridable through `NearDup`):
 - JACCARD = 0.7: the verified similarity to merge.
 - MAX_BUCKET = 64: a bucket with more members is verified along a star and a chain (first
   member against each, each against the next) rather than all pairs, bounding the work.
+
+`dedup` holds every row in memory; the refine stage runs the same algorithm as partitioned Beam
+shuffles (beam_dedup.py, built from `number_keys`, `band_key`, `shingle_hashes`, `signatures`),
+and `dedup` is the reference it is tested against (same kept rows, reasons and kept ids).
 """
 from __future__ import annotations
 
@@ -196,6 +200,31 @@ def signatures(h: np.ndarray, offsets: np.ndarray, p: NearDup = NearDup()) -> np
     return sig
 
 
+def number_keys(numbers: list[str]) -> np.ndarray:
+    """A uint64 hash of each question's `_numbers` string (part of every LSH bucket key)."""
+    return np.frombuffer(b"".join(hashlib.blake2b(x.encode(), digest_size=8).digest() for x in numbers), np.uint64)
+
+
+def band_key(sig: np.ndarray, nkeys: np.ndarray, band: int, p: NearDup = NearDup()) -> np.ndarray:
+    """The LSH bucket key of each question in one band: its numbers' key and the band's ROWS
+    min-hashes folded into one uint64. Questions share a bucket when their keys are equal."""
+    key = nkeys.copy()
+    for row in sig[band * p.rows:(band + 1) * p.rows]:
+        key *= _BASE
+        key += row
+    return key
+
+
+def shingle_hashes(token_lists: list[list[str]], w: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """Public name of `_shingles`: the shingle hashes of all questions and each one's offset."""
+    return _shingles(token_lists, w)
+
+
+def numbers_of(key: str) -> str:
+    """The numbers of a normalised question, in order (near duplicates must share them)."""
+    return _numbers(key)
+
+
 def near_clusters(token_lists: list[list[str]], p: NearDup = NearDup(),
                   keys: list[str] | None = None) -> list[int]:
     """A cluster label (its smallest member) for each question; near duplicates share one.
@@ -208,8 +237,7 @@ def near_clusters(token_lists: list[list[str]], p: NearDup = NearDup(),
     h, offsets = _shingles(token_lists, p.shingle)
     sig = signatures(h, offsets, p)
     numbers = [_numbers(k) for k in (keys if keys is not None else (" ".join(t) for t in token_lists))]
-    number_keys = np.frombuffer(b"".join(
-        hashlib.blake2b(x.encode(), digest_size=8).digest() for x in numbers), np.uint64)
+    nkeys = number_keys(numbers)
     sets: dict[int, frozenset] = {}
 
     def shingle_set(i: int) -> frozenset:
@@ -228,10 +256,7 @@ def near_clusters(token_lists: list[list[str]], p: NearDup = NearDup(),
             uf.union(i, j)
 
     for band in range(p.bands):
-        key = number_keys.copy()
-        for row in sig[band * p.rows:(band + 1) * p.rows]:
-            key *= _BASE
-            key += row
+        key = band_key(sig, nkeys, band, p)
         order = np.argsort(key, kind="stable")  # a bucket's members in question order
         cut = np.flatnonzero(np.diff(key[order])) + 1
         starts, ends = np.concatenate(([0], cut)), np.concatenate((cut, [n]))

@@ -2,16 +2,20 @@
 
     groups of extract shards -> RefinePairs (decontaminate; refiners through the LLM client;
                                 checks; merge policy)
-                             -> one key -> dedup_rows (exact + MinHash dedup, index, contaminated pages)
+                             -> Dedup (exact + MinHash dedup as partitioned shuffles, beam_dedup.py)
+                             -> Number (index in id order by id ranges; contaminated pages on the
+                                one global key, which holds no rows)
                              -> shuffle by row id -> write shards -> one key -> stats.json
 
 Then, outside Beam: exports (`RUN/refine/export/webinstruct.{parquet,jsonl}`), the dataset card
 (`RUN/refine/README.md`) and the run report (`RUN/report.md`). The benchmark n-gram index is built
-once per set of benchmark files and reused (RUN/cache/decontam/).
+once per set of benchmark files and reused (~/.cache/webinstruct/decontam/, or `index_cache`);
+workers that may be elsewhere read the run's copy in RUN/cache/decontam/ (`worker_index`).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -20,12 +24,14 @@ from typing import Any
 
 import apache_beam as beam
 
+from webinstruct.pipeline.llm.cache import compact as compact_cache
 from webinstruct.pipeline.runners import run_pipeline
 from webinstruct.core import io as fio
 from webinstruct.core import shards
 from webinstruct.pipeline.llm.config import LLMConfig
 from webinstruct.pipeline.llm.endpoint import llm_endpoint, with_model
 from webinstruct.pipeline.refine import prompt
+from webinstruct.pipeline.refine.beam_dedup import Dedup, Number
 from webinstruct.pipeline.refine import transforms as T
 from webinstruct.pipeline.refine.config import MERGE_POLICIES, RefineConfig
 from webinstruct.core.schema import WebInstructRow, field_names
@@ -84,9 +90,8 @@ def build(p: beam.Pipeline, inputs: list[str], cfg: RefineConfig, refiners: list
         | "ExtractShards" >> beam.Create(task_groups(inputs, cfg.task_count(len(inputs))))
         | "SpreadShards" >> beam.Reshuffle()
         | "RefinePairs" >> beam.ParDo(T.RefinePairs(dofn_cfg, refiners, index_path))
-        | "KeyAllRows" >> beam.Map(lambda item: (0, item))
-        | "GroupAllRows" >> beam.GroupByKey()
-        | "Dedup" >> beam.FlatMap(T.dedup_rows, out, cfg.dedup)
+        | "Dedup" >> (Dedup(T.score, stage=T.STAGE) if cfg.dedup else beam.Map(lambda item: item))
+        | "Number" >> Number(T.STAGE, on_global=functools.partial(T.write_contaminated, out))
         | "KeyByShard" >> beam.Map(key_by_shard, cfg.num_shards)
         | "GroupByShard" >> beam.GroupByKey()
         | "WriteShards" >> beam.FlatMap(write_records, T.STAGE, out, cfg.num_shards, WebInstructRow)
@@ -114,6 +119,18 @@ def export(out: str, rows: list[dict]) -> dict[str, str]:
     return paths
 
 
+def worker_index(path: str, cfg: RefineConfig) -> str:
+    """Where the workers read the decontamination index: the launcher's cached file, except when
+    workers may run on other machines (RUN on object storage, or a cluster runner), where a copy in
+    RUN/cache/decontam/ (made once per index version) is the one place they all reach."""
+    if not (fio.is_remote(cfg.run) or cfg.runner not in ("local", "multiprocess")) or fio.is_remote(path):
+        return path
+    shared = fio.join(cfg.run, "cache", "decontam", fio.basename(path))
+    if not fio.exists(shared) or fio.size(shared) != fio.size(path):
+        fio.copy(path, shared)
+    return shared
+
+
 def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
     from webinstruct.pipeline.refine.decontam import NGramIndex
 
@@ -133,11 +150,12 @@ def run(cfg: RefineConfig, llm: LLMConfig, recipe: dict[str, Any] | None = None)
         index = NGramIndex.cached(benchmark_roots(cfg), cfg.ngram, cfg.index_cache or None)
         log.info("refine: decontaminating against %d benchmarks (%s word %d-grams)", len(index.names),
                  f"{len(index):,}", cfg.ngram)
-        with llm_endpoint(llm, max_model_len=4096) as live:
+        with llm_endpoint(llm, max_model_len=4096, workers_elsewhere=cfg.workers_elsewhere()) as live:
             refiners = resolve_refiners(cfg, live)
             log.info("refine: %d extract shards -> %s with %s (merge: %s)", len(inputs), out,
                      ", ".join(f"{r['name']}={r['llm']['model']}" for r in refiners), cfg.merge)
-            run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, index.path, cache))
+            run_pipeline(cfg, lambda p: build(p, inputs, cfg, refiners, worker_index(index.path, cfg), cache))
+            compact_cache(cache)  # a remote cache: its workers' segments merged into one
         stats = close_stats(out, t0, ACCOUNTING, max_failure_share=llm.max_failure_share)
         used = {**dataclasses.asdict(cfg), "refiners": [{**r, "llm": {**r["llm"], "api_key": "***"}} for r in refiners],
                 "prompt_version": prompt.PROMPT_VERSION, "inputs": inputs, "decontamination": index.summary()}

@@ -4,14 +4,15 @@
 pair through its refiners: a pair that shares a benchmark n-gram is dropped before any LLM call;
 the others go to every refiner (or, with the `alternate` policy, to one), each revision is checked
 (pipeline/refine/checks.py) and decontaminated again, and the merge policy picks the rows.
-`dedup_rows` then sees every row at once: exact and near-duplicate questions, the final `index`,
-and the list of contaminated pages.
+The rows are then deduplicated and numbered by the partitioned Beam steps of
+pipeline/refine/beam_dedup.py (no key holds every row); `write_contaminated` writes the list of
+contaminated pages in the one global group, which holds no rows.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import apache_beam as beam
 
@@ -70,12 +71,12 @@ class RefinePairs(beam.DoFn):
         self.index = NGramIndex.load(self.index_path)
 
     def process(self, shard_paths: list[str]) -> Iterator[tuple[str, Any]]:
-        from webinstruct.pipeline.llm.cache import RequestCache
+        from webinstruct.pipeline.llm.cache import open_cache
         from webinstruct.pipeline.llm.client import LLMClient
         from webinstruct.pipeline.llm.config import LLMConfig
 
         count = StageCounter(STAGE)
-        cache = RequestCache(self.cfg["cache"])
+        cache = open_cache(self.cfg["cache"])
         clients = {r["name"]: LLMClient(LLMConfig(**r["llm"]), cache, count) for r in self.refiners}
         progress = Progress(f"refine {len(shard_paths)} extract shard(s)")
         done = 0
@@ -169,28 +170,16 @@ def score(row: dict) -> float:
     return (2 - CHECK_RANK[row["answer_check"]]) + row.get("doc_score", 0.0) + min(len(row["answer"]), 4000) / 1e5
 
 
-def dedup_rows(kv: tuple[int, Iterable[tuple[str, Any]]], out_dir: str, use_dedup: bool) -> Iterator[tuple[str, Any]]:
-    """All items at once: dedup the rows, number them, write the contaminated-pages file."""
-    from webinstruct.pipeline.refine.dedup import dedup
-
-    _, items = kv
+def write_contaminated(out_dir: str, items: list[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """In the stage's one global group (after dedup): write the contaminated-pages file from the
+    ("contaminated", page) items and pass the other items on."""
     count = StageCounter(STAGE)
-    rows, contaminated = [], []
+    contaminated = []
     for kind, payload in items:
-        if kind == "record":
-            rows.append(payload)
-        elif kind == "contaminated":
+        if kind == "contaminated":
             contaminated.append(payload)
         else:
             yield (kind, payload)
-    if use_dedup:
-        rows, dropped = dedup(rows, score)
-        for d in dropped:
-            count(f"dropped_{d['reason']}", 1)
-    for i, row in enumerate(sorted(rows, key=lambda r: r["id"])):
-        row["index"] = i
-        yield ("record", row)
-    count("rows_out", len(rows))
     contaminated.sort(key=lambda c: (c["url"], c["pair_id"], c["where"]))
     count("contaminated_pages", len({c["url"] for c in contaminated}))
     shards.write_shard(shards.join(out_dir, CONTAMINATED_FILE), contaminated)
