@@ -45,11 +45,12 @@ EXTRAS = {
             "math-verify", "datasketch", "tensorboard"],
     # The GPU path: the CUDA builds of the same components.
     "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch", "tensorboard"],
-    # Runs on object storage: fsspec's S3 and Google Cloud Storage file systems.
-    "s3": ["s3fs"],
-    "gcs": ["gcsfs"],
+    # Runs on object storage: fsspec's S3 and Google Cloud Storage file systems (a bare s3fs lets pip settle on
+    # 0.4, from 2019, when boto3 and aiobotocore pin different botocores; it breaks bulk deletes).
+    "s3": ["s3fs>=2024.1"],
+    "gcs": ["gcsfs>=2024.1"],
     # The tests start a real S3-compatible server (moto's standalone server) on loopback.
-    "dev": ["pytest>=8", "pytest-timeout", "psutil", "s3fs", "moto[server]>=5"],
+    "dev": ["pytest>=8", "pytest-timeout", "psutil", "s3fs>=2024.1", "moto[server]>=5"],
 }
 
 setup(
