@@ -150,6 +150,16 @@ def segments_dir(path: str) -> str:
     return stem + SEGMENTS
 
 
+def _segment_names(folder: str) -> list[str]:
+    return [n for n in fio.listdir(folder) if n.startswith("seg-") and n.endswith(".jsonl.gz")]
+
+
+def _write_segment(folder: str, name: str, entries: Iterable[tuple[str, str]]) -> None:
+    """One segment file, `key<TAB>value JSON` lines gzipped, written in one put."""
+    body = "".join(f"{k}\t{v}\n" for k, v in entries).encode("utf-8")
+    fio.write_atomic(fio.join(folder, name), gzip.compress(body, compresslevel=6, mtime=0))
+
+
 def _segment_lines(data: bytes) -> Iterable[tuple[str, str]]:
     """(key, value JSON) of each whole line of a segment's gzipped bytes."""
     for line in gzip.decompress(data).decode("utf-8").splitlines():
@@ -169,17 +179,14 @@ class _Store:
         self.pending: list[tuple[str, str]] = []
         self.last_flush = time.monotonic()
         self.lock = threading.Lock()
-        self.segments_written = 0
-        self.refresh()
+        self.load()
 
-    def refresh(self) -> int:
-        """Load the segments not yet loaded; return how many entries they held."""
-        names = [n for n in fio.listdir(self.folder) if n.startswith("seg-") and n.endswith(".jsonl.gz")]
-        new = [n for n in names if n not in self.loaded]
+    def load(self) -> None:
+        """Load the segments not yet loaded into the local copy."""
+        new = [n for n in _segment_names(self.folder) if n not in self.loaded]
         if not new:
-            return 0
-        paths = [fio.join(self.folder, n) for n in new]
-        blobs = _cat_many(paths)
+            return
+        blobs = fio.read_many([fio.join(self.folder, n) for n in new])
         n_entries = 0
         conn = self.local._conn()
         conn.execute("BEGIN")
@@ -196,7 +203,6 @@ class _Store:
             conn.execute("ROLLBACK")
             raise
         log.debug("LLM cache: loaded %d entries from %d segments of %s", n_entries, len(new), self.folder)
-        return n_entries
 
     def put(self, key: str, value: Any) -> None:
         self.local.put(key, value)
@@ -213,28 +219,13 @@ class _Store:
         if not pending:
             return
         name = f"seg-{time.time_ns():020d}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl.gz"
-        body = "".join(f"{k}\t{v}\n" for k, v in pending).encode("utf-8")
         try:
-            fio.write_atomic(fio.join(self.folder, name), gzip.compress(body, compresslevel=6, mtime=0))
+            _write_segment(self.folder, name, pending)
         except BaseException:
             with self.lock:  # not lost: the next flush tries again
                 self.pending[:0] = pending
             raise
         self.loaded.add(name)
-        self.segments_written += 1
-
-
-def _cat_many(paths: list[str]) -> list[bytes | None]:
-    """The bytes of each path (None for one that vanished), fetched concurrently where the file
-    system can (s3fs, gcsfs: one batch of requests)."""
-    if not paths:
-        return []
-    from fsspec.core import url_to_fs
-
-    fs, _ = url_to_fs(paths[0])
-    stripped = [url_to_fs(p)[1] for p in paths]
-    got = fs.cat(stripped, on_error="return")
-    return [v if isinstance(v, (bytes, bytearray)) else None for v in (got.get(p) for p in stripped)]
 
 
 _STORES: dict[tuple[int, str], _Store] = {}
@@ -318,16 +309,14 @@ def compact(path: str | os.PathLike) -> int:
     if not fio.is_remote(path):
         return 0
     folder = segments_dir(os.fspath(path))
-    names = [n for n in fio.listdir(folder) if n.startswith("seg-") and n.endswith(".jsonl.gz")]
+    names = _segment_names(folder)
     if len(names) < 2:
         return 0
     entries: dict[str, str] = {}
-    for data in _cat_many([fio.join(folder, n) for n in names]):
+    for data in fio.read_many([fio.join(folder, n) for n in names]):
         if data is not None:
             entries.update(_segment_lines(data))
-    body = "".join(f"{k}\t{v}\n" for k, v in sorted(entries.items())).encode("utf-8")
-    merged = f"seg-{time.time_ns():020d}-merged-{len(entries)}.jsonl.gz"
-    fio.write_atomic(fio.join(folder, merged), gzip.compress(body, compresslevel=6, mtime=0))
+    _write_segment(folder, f"seg-{time.time_ns():020d}-merged-{len(entries)}.jsonl.gz", sorted(entries.items()))
     fio.remove([fio.join(folder, n) for n in names])
     log.info("LLM cache: merged %d segments (%d entries) of %s", len(names), len(entries), folder)
     return len(names)

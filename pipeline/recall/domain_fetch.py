@@ -89,11 +89,9 @@ def _dataset(files: list[str]):
     if remote == {False}:
         return ds.dataset([fio.local_path(f) for f in files], format="parquet")
     if remote == {True}:
-        from fsspec.core import url_to_fs
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        fs, _ = url_to_fs(files[0])
-        paths = [url_to_fs(f)[1] for f in files]
+        fs, paths = fio.fsspec_paths(files)
         return ds.dataset(paths, format="parquet", filesystem=PyFileSystem(FSSpecHandler(fs)))
     raise ValueError("--index: give local files or URIs, not both")
 
