@@ -96,8 +96,8 @@ class RangeReader(io.RawIOBase):
             target = self._pos + offset
         elif whence == io.SEEK_END:
             limit = self._limit()
-            if limit is None:
-                self._ensure_open()
+            if limit is None:  # the size is not known before a response has told it
+                self._retrying(self._open)
                 limit = self._limit()
             target = (limit or 0) + offset
         else:
@@ -117,20 +117,28 @@ class RangeReader(io.RawIOBase):
             want = min(want, max(0, limit - self._pos))
         if want == 0:
             return 0
+        return self._retrying(lambda: self._read_once(view[:want]))
+
+    def _read_once(self, view: memoryview) -> int:
+        if self._resp is None and not self._open():
+            return 0  # at the end of the file
+        n = self._resp.readinto(view)
+        if n == 0:
+            if self._resp_end is not None and self._pos < self._resp_end:
+                raise _Retry(f"connection closed at byte {self._pos} of {self._resp_end}")
+            self._drop()
+            return 0
+        self._pos += n
+        return n
+
+    def _retrying(self, attempt):
+        """`attempt()`, again after each transient failure (a new connection from the byte
+        reached), waiting longer each time; RemoteReadError after `retries` failures in a row, or
+        `retries * TOTAL_FACTOR` over the reader's life."""
         failures = 0
-        last = ""
         while True:
             try:
-                if self._resp is None and not self._open():
-                    return 0  # at the end of the file
-                n = self._resp.readinto(view[:want])
-                if n == 0:
-                    if self._resp_end is not None and self._pos < self._resp_end:
-                        raise _Retry(f"connection closed at byte {self._pos} of {self._resp_end}")
-                    self._drop()
-                    return 0
-                self._pos += n
-                return n
+                return attempt()
             except RemoteReadError:
                 self._drop()
                 raise
@@ -147,7 +155,7 @@ class RangeReader(io.RawIOBase):
                                           f"{'' if self.size is None else f' of {self.size}'} ({last})") from None
                 wait = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1))
                 log.info("%s: read failed at byte %d (%s); retry %d/%d in %.1fs", self.url, self._pos, last,
-                            failures, self.retries, wait)
+                         failures, self.retries, wait)
                 time.sleep(wait)
 
     def close(self) -> None:
@@ -169,24 +177,6 @@ class RangeReader(io.RawIOBase):
                 pass
         self._conn = self._resp = None
         self._resp_end = None
-
-    def _ensure_open(self) -> None:
-        """Open a response at the current position, with the same retries as a read."""
-        failures = 0
-        while True:
-            try:
-                self._open()
-                return
-            except RemoteReadError:
-                self._drop()
-                raise
-            except (_Retry, OSError, http.client.HTTPException) as err:
-                self._drop()
-                failures += 1
-                self.failures += 1
-                if failures > self.retries:
-                    raise RemoteReadError(f"{self.url}: gave up after {self.retries} retries ({err})") from None
-                time.sleep(min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1)))
 
     def _open(self) -> bool:
         """Connect and position a response body at `_pos`; False when `_pos` is the end of the file.
