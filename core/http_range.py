@@ -17,12 +17,16 @@ Redirects are followed (up to 5). Standard library only (`http.client`): no prox
 """
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import io
 import logging
 import re
 import time
+from typing import Any
 from urllib.parse import urljoin, urlsplit
+
+from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, option
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,21 @@ TOTAL_FACTOR = 10  # a file may fail at most retries * TOTAL_FACTOR times in all
 USER_AGENT = "webinstruct/1 (resumable range reader)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 RETRYABLE_STATUS = (408, 425, 429, 500, 502, 503, 504)
+
+
+@dataclasses.dataclass
+class HTTPSettings:
+    """The reader's settings, as fields of the configs that read over HTTP (recall, domains fetch)."""
+
+    http_retries: NonNegativeInt = option(6, "http(s) reads: reconnections in a row without progress before the "
+                                             "read is given up")
+    http_backoff_s: NonNegativeFloat = option(1.0, "http(s) reads: first wait before a reconnection (doubles each "
+                                                   "time, at most 30 s)")
+    http_timeout_s: PositiveFloat = option(60.0, "http(s) reads: socket timeout of one connection")
+
+    def http(self) -> dict[str, Any]:
+        """Keyword arguments of `open_url` / `fetch`."""
+        return {"retries": self.http_retries, "backoff_s": self.http_backoff_s, "timeout_s": self.http_timeout_s}
 
 
 def is_http(path: str) -> bool:

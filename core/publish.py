@@ -154,7 +154,15 @@ def _problem(directory: str, marker: dict[str, Any], deep: bool) -> str:
 
 
 def complete_shards(directory: str, produced_by: str = "", deep: bool = False) -> list[str]:
-    """The shards of a complete stage folder (those its marker lists, in name order).
+    """The shards of a complete stage folder (those its marker lists, in name order); see
+    `complete_marker` for the errors."""
+    directory = os.fspath(directory)
+    marker = complete_marker(directory, produced_by, deep)
+    return [fio.join(directory, name) for name in sorted(marker["shards"])]
+
+
+def complete_marker(directory: str, produced_by: str = "", deep: bool = False) -> dict[str, Any]:
+    """The marker of a complete stage folder, its listed shards and files checked.
 
     MissingInput when the folder holds no shards and no marker (the stage never ran there);
     StageIncomplete when it has files but no marker, an unreadable marker, or a listed file that
@@ -175,7 +183,7 @@ def complete_shards(directory: str, produced_by: str = "", deep: bool = False) -
     problem = _problem(directory, marker, deep)
     if problem:
         raise StageIncomplete(f"{directory} is incomplete ({problem}): rerun {cmd}")
-    return [fio.join(directory, name) for name in sorted(marker["shards"])]
+    return marker
 
 
 def was_started(directory: str) -> bool:

@@ -15,13 +15,8 @@ from webinstruct.core import io as fio
 from webinstruct.core.http_range import fetch, is_http
 
 
-def join_base(base: str, relative: str) -> str:
-    """`relative` (a path inside the crawl bucket) under `base`."""
-    return base.rstrip("/") + "/" + relative.lstrip("/")
-
-
 def paths_url(crawl: str, base: str) -> str:
-    return join_base(base, f"crawl-data/{crawl}/warc.paths.gz")
+    return fio.join(base, f"crawl-data/{crawl}/warc.paths.gz")
 
 
 def select_files(lines: list[str], spec: str) -> list[str]:
@@ -65,4 +60,4 @@ def resolve(crawl: str, files: str, base: str, http: dict | None = None) -> list
     chosen = select_files(lines, files)
     if not chosen:
         raise ValueError(f"--files {files} selects none of the {len(lines)} WARC files of {crawl} ({url})")
-    return [join_base(base, line) for line in chosen]
+    return [fio.join(base, line.lstrip("/")) for line in chosen]

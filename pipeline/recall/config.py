@@ -8,7 +8,8 @@ import annotated_types as at
 import pydantic
 
 from webinstruct.pipeline.runners import RunnerSettings
-from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Share, option
+from webinstruct.core.config import NonNegativeInt, PositiveInt, Share, option
+from webinstruct.core.http_range import HTTPSettings
 
 SAMPLE_WARC = "data/sample/warc/*.warc*"
 CC_BASE = "https://data.commoncrawl.org/"
@@ -19,7 +20,7 @@ CrawlName = Annotated[str, pydantic.StringConstraints(pattern=r"^([A-Za-z0-9][A-
 
 
 @dataclass
-class RecallConfig(RunnerSettings):
+class RecallConfig(HTTPSettings, RunnerSettings):
     warc: list[str] = option([SAMPLE_WARC], "WARC paths or globs (local, or gs:// s3:// where Beam has the file system), "
                                             "or http(s):// URLs (streamed, resumed after a dropped connection)")
     crawl: CrawlName = option("", "Common Crawl crawl name (CC-MAIN-2024-10): read the WARCs its warc.paths.gz lists "
@@ -27,9 +28,6 @@ class RecallConfig(RunnerSettings):
     files: FileRange = option("", "which WARCs of the crawl's list: an index (7) or a Python slice (0:100, 100:, 0:1000:10); "
                                   "empty: all", expected="a file index or a slice a:b[:step] such as 0:100 (a string: quote it in YAML)")
     cc_base: str = option(CC_BASE, "where the crawl's files are: https://data.commoncrawl.org/, s3://commoncrawl/ or a mirror")
-    http_retries: NonNegativeInt = option(6, "http(s) WARCs: reconnections in a row without progress before the job stops")
-    http_backoff_s: NonNegativeFloat = option(1.0, "http(s) WARCs: first wait before a reconnection (doubles each time, at most 30 s)")
-    http_timeout_s: PositiveFloat = option(60.0, "http(s) WARCs: socket timeout of one connection")
     run: str = option("runs/sample", "run directory; recall writes RUN/recall/")
     out: str = option("", "output directory (default RUN/recall)")
     classifier: str = option("", "fastText model (default RUN/classifier/classifier.bin, trained from the bundled seeds when absent)")
@@ -46,10 +44,6 @@ class RecallConfig(RunnerSettings):
 
     def out_dir(self) -> str:
         return self.out or f"{self.run.rstrip('/')}/recall"
-
-    def http(self) -> dict:
-        """Settings of the resumable HTTP reader (core/http_range.py)."""
-        return {"retries": self.http_retries, "backoff_s": self.http_backoff_s, "timeout_s": self.http_timeout_s}
 
     def classifier_path(self) -> str:
         return self.classifier or f"{self.run.rstrip('/')}/classifier/classifier.bin"

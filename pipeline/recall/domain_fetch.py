@@ -33,10 +33,9 @@ from typing import Any, Iterable, Iterator
 
 from webinstruct.core import io as fio
 from webinstruct.core import publish, shards
-from webinstruct.core.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, option
-from webinstruct.core.http_range import RemoteReadError, fetch, is_http
+from webinstruct.core.config import NonNegativeInt, PositiveInt, option
+from webinstruct.core.http_range import HTTPSettings, RemoteReadError, fetch, is_http
 from webinstruct.pipeline.recall import domains as dom
-from webinstruct.pipeline.recall.commoncrawl import join_base
 from webinstruct.pipeline.recall.config import CC_BASE
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
 @dataclass
-class FetchConfig:
+class FetchConfig(HTTPSettings):
     """Recipe section `fetch`: `webinstruct domains fetch`."""
     index: list[str] = option([], "Common Crawl columnar index: Parquet files, globs or URIs (s3://commoncrawl/cc-index/"
                                   "table/cc-main/warc/crawl=CC-MAIN-2024-10/subset=warc/*.parquet, or local copies)")
@@ -60,12 +59,6 @@ class FetchConfig:
     limit: NonNegativeInt = option(0, "fetch at most this many records, the first in (warc_filename, offset) order (0: all)")
     threads: PositiveInt = option(8, "records fetched at the same time")
     records_per_file: PositiveInt = option(2000, "records per fetched WARC file")
-    http_retries: NonNegativeInt = option(6, "reconnections in a row without progress before a record is given up")
-    http_backoff_s: NonNegativeFloat = option(1.0, "first wait before a reconnection (doubles each time, at most 30 s)")
-    http_timeout_s: PositiveFloat = option(60.0, "socket timeout of one connection")
-
-    def http(self) -> dict[str, Any]:
-        return {"retries": self.http_retries, "backoff_s": self.http_backoff_s, "timeout_s": self.http_timeout_s}
 
 
 # ---- the index ------------------------------------------------------------------------------------
@@ -150,7 +143,7 @@ def select_rows(rows: Iterable[dict[str, Any]], recalled: set[str], read_files: 
             count("skipped_not_html", 1)
         elif row["url"] in recalled:
             count("skipped_already_recalled", 1)
-        elif join_base(cc_base, row["warc_filename"]) in read_files:
+        elif fio.join(cc_base, row["warc_filename"]) in read_files:
             count("skipped_already_read", 1)
         else:
             key = (row["warc_filename"], int(row["warc_record_offset"]))
@@ -165,7 +158,7 @@ def select_rows(rows: Iterable[dict[str, Any]], recalled: set[str], read_files: 
 
 def fetch_record(row: dict[str, Any], cc_base: str, http: dict[str, Any]) -> tuple[bytes | None, str, int]:
     """(the record's gzip member, "" or the failure reason, range resumptions)."""
-    url = join_base(cc_base, row["warc_filename"])
+    url = fio.join(cc_base, row["warc_filename"])
     start, length = row["offset"], row["length"]
     resumes = 0
     try:
@@ -235,22 +228,13 @@ def fetched_warcs(round_dir: str) -> list[str]:
     directory = fetched_dir(round_dir)
     if not fio.exists(directory):
         return []
-    publish.complete_shards(directory, "webinstruct domains fetch")  # the marker, and its files as listed
-    marker = publish.read_marker(directory)
+    marker = publish.complete_marker(directory, "webinstruct domains fetch")  # its files as listed
     return [fio.join(directory, name) for name in sorted(marker["files"]) if name.endswith(".warc.gz")]
-
-
-def previous_inputs(recall_dir: str) -> list[str]:
-    """The WARC files a recall folder was made from (its config.json `inputs`), [] when unrecorded."""
-    path = fio.join(recall_dir, "config.json")
-    if not fio.exists(path):
-        return []
-    return list(shards.read_json(path).get("inputs") or [])
 
 
 def run_fetch(cfg, fetch_cfg: FetchConfig, selected: list[str]) -> dict[str, Any]:
     """Rows of `selected` domains from the index -> RUN/domains/round-N/fetched/; returns fetched.json."""
-    from webinstruct.pipeline.recall.rounds import recalled_urls
+    from webinstruct.pipeline.recall.rounds import previous_inputs, recalled_urls
 
     counts: dict[str, int] = {}
 

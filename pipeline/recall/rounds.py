@@ -128,6 +128,14 @@ def recalled_urls(recall_dir: str) -> list[str]:
     return [d["url"] for d in shards.read_shards(recall_dir, RecalledDocument, "recall")]
 
 
+def previous_inputs(recall_dir: str) -> list[str]:
+    """The WARC files a recall folder was made from (its config.json `inputs`), [] when unrecorded."""
+    try:
+        return list(shards.read_json(shards.join(recall_dir, "config.json")).get("inputs") or [])
+    except FileNotFoundError:
+        return []
+
+
 def selection(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any]:
     """RUN/domains/selected.json (made by `select` when absent); an error when it selects nothing."""
     sel_path = shards.join(cfg.domains_dir(), "selected.json")
@@ -142,7 +150,7 @@ def selection(cfg: DomainsConfig, llm: LLMConfig | None = None) -> dict[str, Any
 def round_inputs(cfg: DomainsConfig, default: list[str]) -> tuple[list[str], list[str]]:
     """What the round recalls: --warc, else the previous recall's recorded inputs (else `default`,
     the recipe's recall.warc); and the WARC files `domains fetch` wrote for this round."""
-    from webinstruct.pipeline.recall.domain_fetch import fetched_warcs, previous_inputs
+    from webinstruct.pipeline.recall.domain_fetch import fetched_warcs
 
     base = list(cfg.warc) or previous_inputs(cfg.previous_dir()) or list(default)
     return base, [w for w in fetched_warcs(cfg.round_dir()) if w not in base]
