@@ -4,7 +4,6 @@ the standard AWS environment variables as boto3 (and so s3fs) reads them."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -47,8 +46,8 @@ def use_env(env: dict[str, str], monkeypatch) -> None:
     instances made for another endpoint."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)  # a user's profile would win over the variables
     import fsspec
 
     with contextlib.suppress(Exception):
         fsspec.get_filesystem_class("s3").clear_instance_cache()
-    os.environ.pop("AWS_PROFILE", None)

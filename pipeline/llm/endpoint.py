@@ -34,16 +34,21 @@ def with_model(llm: LLMConfig) -> LLMConfig:
     return llm if llm.model else dataclasses.replace(llm, model=model)
 
 
+_SERVE_ELSEWHERE = ("serve the model where they can (vLLM with --host 0.0.0.0) and set LLM_URL=http://HOST:8000/v1 "
+                    "(or --llm-url)")
+
+
 def _reachable_from_workers(urls: list[str]) -> None:
     from webinstruct.core.config import ConfigError
     from webinstruct.pipeline.runners import is_loopback
 
+    if not urls:
+        raise ConfigError("no LLM endpoint is given, and the local server a stage starts listens on this machine's "
+                          f"loopback address, which workers on other machines cannot reach: {_SERVE_ELSEWHERE}")
     local = [u for u in urls if is_loopback(u)]
     if local:
-        raise ConfigError(
-            f"the LLM endpoint {local[0]} is this machine's loopback address, which workers on other machines "
-            "cannot reach: serve the model where they can (vLLM with --host 0.0.0.0) and set "
-            "LLM_URL=http://HOST:8000/v1 (or --llm-url)")
+        raise ConfigError(f"the LLM endpoint {local[0]} is this machine's loopback address, which workers on other "
+                          f"machines cannot reach: {_SERVE_ELSEWHERE}")
 
 
 @contextlib.contextmanager
@@ -57,7 +62,7 @@ def llm_endpoint(llm: LLMConfig, max_model_len: int = 4096, workers_elsewhere: b
         yield with_model(llm)
         return
     if workers_elsewhere:
-        _reachable_from_workers(["http://127.0.0.1/v1"])
+        _reachable_from_workers([])
     from webinstruct.pipeline.llm.server import LocalLLMServer, detached_url
 
     url = detached_url()

@@ -54,7 +54,7 @@ class _Source:
         self.http = http or {}
         self.resumes = 0
         # A relative local path is the launcher's: opened under its working directory `base_dir`.
-        relative = base_dir and not is_http(path) and not fio.is_remote(path) and not os.path.isabs(path)
+        relative = base_dir and not fio.is_remote(path) and not os.path.isabs(path)  # http(s) is remote too
         self.location = os.path.join(base_dir, fio.local_path(path)) if relative else path
 
     @contextlib.contextmanager

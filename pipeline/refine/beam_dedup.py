@@ -44,6 +44,7 @@ branches and side outputs; see recall/transforms.py). Items of other kinds ("sta
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator
@@ -88,6 +89,19 @@ def range_key(row_id: str) -> int:
     return int.from_bytes(row_id.encode("utf-8", "surrogatepass")[:RANGE_BYTES].ljust(RANGE_BYTES, b"\0"), "big")
 
 
+def _others_pass(keyed: bool):
+    """A step over the row partitions: the OTHER group (stats, contaminated pages, exact drops,
+    edges) passes through untouched, keyed OTHER again (`keyed`) or unkeyed (a last step)."""
+    def wrap(step: Callable) -> Callable:
+        @functools.wraps(step)
+        def run(kv: tuple[int, Iterable[tuple[str, Any]]], *args: Any) -> Iterator:
+            if kv[0] != OTHER:
+                return step(kv, *args)
+            return ((OTHER, item) for item in kv[1]) if keyed else iter(kv[1])
+        return run
+    return wrap
+
+
 def _rank(score: float, row_id: str) -> tuple[float, str]:
     return (-float(score), row_id)
 
@@ -104,13 +118,10 @@ def key_exact(item: tuple[str, Any], field: str, partitions: int) -> tuple[int, 
 
 # --- step 2 -------------------------------------------------------------------------------------
 
+@_others_pass(keyed=True)
 def exact_and_bands(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int, params: D.NearDup,
                     score: Callable[[dict], float], stage: str, report: bool) -> Iterator[tuple[int, tuple[str, Any]]]:
     key, items = kv
-    if key == OTHER:
-        for item in items:
-            yield OTHER, item
-        return
     count = StageCounter(stage)
     groups: dict[str, list[tuple[tuple[float, str], dict]]] = defaultdict(list)
     for kind, payload in items:
@@ -166,13 +177,10 @@ def exact_and_bands(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int, 
 
 # --- step 3 -------------------------------------------------------------------------------------
 
+@_others_pass(keyed=True)
 def candidates(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int,
                params: D.NearDup) -> Iterator[tuple[int, tuple[str, Any]]]:
     key, items = kv
-    if key == OTHER:
-        for item in items:
-            yield OTHER, item
-        return
     band_parts, key_parts, id_parts = [], [], []
     for kind, payload in items:
         if kind == "dd_bands":
@@ -211,12 +219,9 @@ def candidates(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int,
 
 # --- step 4 -------------------------------------------------------------------------------------
 
+@_others_pass(keyed=True)
 def half_join(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int) -> Iterator[tuple[int, tuple[str, Any]]]:
     key, items = kv
-    if key == OTHER:
-        for item in items:
-            yield OTHER, item
-        return
     info: dict[str, tuple] = {}
     pairs: list[tuple[str, str]] = []
     for kind, payload in items:
@@ -237,12 +242,9 @@ def half_join(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int) -> Ite
 
 # --- step 5 -------------------------------------------------------------------------------------
 
+@_others_pass(keyed=True)
 def verify(kv: tuple[int, Iterable[tuple[str, Any]]], params: D.NearDup) -> Iterator[tuple[int, tuple[str, Any]]]:
     key, items = kv
-    if key == OTHER:
-        for item in items:
-            yield OTHER, item
-        return
     info: dict[str, tuple] = {}
     halves: list[tuple] = []
     for kind, payload in items:
@@ -328,11 +330,9 @@ def clusters(kv: tuple[int, Iterable[tuple[str, Any]]], partitions: int, stage: 
 
 # --- step 7 -------------------------------------------------------------------------------------
 
+@_others_pass(keyed=False)
 def apply_drops(kv: tuple[int, Iterable[tuple[str, Any]]]) -> Iterator[tuple[str, Any]]:
     key, items = kv
-    if key == OTHER:
-        yield from items
-        return
     drops: set[str] = set()
     rows = []
     for kind, payload in items:
@@ -391,12 +391,9 @@ def key_range(item: tuple[str, Any]) -> tuple[int, tuple[str, Any]]:
     return OTHER, item
 
 
+@_others_pass(keyed=True)
 def count_ranges(kv: tuple[int, Iterable[tuple[str, Any]]]) -> Iterator[tuple[int, tuple[str, Any]]]:
     key, items = kv
-    if key == OTHER:
-        for item in items:
-            yield OTHER, item
-        return
     n = 0
     for item in items:
         n += item[0] == "record"
@@ -427,11 +424,9 @@ def offsets(kv: tuple[int, Iterable[tuple[str, Any]]],
         yield OTHER, item
 
 
+@_others_pass(keyed=False)
 def number(kv: tuple[int, Iterable[tuple[str, Any]]], stage: str) -> Iterator[tuple[str, Any]]:
     key, items = kv
-    if key == OTHER:
-        yield from items
-        return
     first, rows = 0, []
     for kind, payload in items:
         if kind == "nb_offset":

@@ -130,8 +130,8 @@ def normalize(text: str) -> str:
 _NUMBERS = re.compile(r"(?:^| )(\d[^ ]*)")
 
 
-def _numbers(key: str) -> str:
-    """The numbers of a normalised question, in order, space-separated."""
+def numbers_of(key: str) -> str:
+    """The numbers of a normalised question, in order, space-separated (near duplicates must share them)."""
     return " ".join(_NUMBERS.findall(key))
 
 
@@ -172,7 +172,7 @@ def _permutations(p: NearDup) -> tuple[np.ndarray, np.ndarray]:
     return a[:, None], b[:, None]
 
 
-def _shingles(token_lists: list[list[str]], w: int) -> tuple[np.ndarray, np.ndarray]:
+def shingle_hashes(token_lists: list[list[str]], w: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of all questions back to back, and where each question's run starts
     (offsets has one more entry than there are questions)."""
     padded = [t if len(t) >= w else t + [_PAD] * (w - len(t)) for t in token_lists]
@@ -201,7 +201,7 @@ def signatures(h: np.ndarray, offsets: np.ndarray, p: NearDup = NearDup()) -> np
 
 
 def number_keys(numbers: list[str]) -> np.ndarray:
-    """A uint64 hash of each question's `_numbers` string (part of every LSH bucket key)."""
+    """A uint64 hash of each question's `numbers_of` string (part of every LSH bucket key)."""
     return np.frombuffer(b"".join(hashlib.blake2b(x.encode(), digest_size=8).digest() for x in numbers), np.uint64)
 
 
@@ -215,16 +215,6 @@ def band_key(sig: np.ndarray, nkeys: np.ndarray, band: int, p: NearDup = NearDup
     return key
 
 
-def shingle_hashes(token_lists: list[list[str]], w: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
-    """Public name of `_shingles`: the shingle hashes of all questions and each one's offset."""
-    return _shingles(token_lists, w)
-
-
-def numbers_of(key: str) -> str:
-    """The numbers of a normalised question, in order (near duplicates must share them)."""
-    return _numbers(key)
-
-
 def near_clusters(token_lists: list[list[str]], p: NearDup = NearDup(),
                   keys: list[str] | None = None) -> list[int]:
     """A cluster label (its smallest member) for each question; near duplicates share one.
@@ -234,9 +224,9 @@ def near_clusters(token_lists: list[list[str]], p: NearDup = NearDup(),
     n = len(token_lists)
     if n < 2:
         return list(range(n))
-    h, offsets = _shingles(token_lists, p.shingle)
+    h, offsets = shingle_hashes(token_lists, p.shingle)
     sig = signatures(h, offsets, p)
-    numbers = [_numbers(k) for k in (keys if keys is not None else (" ".join(t) for t in token_lists))]
+    numbers = [numbers_of(k) for k in (keys if keys is not None else (" ".join(t) for t in token_lists))]
     nkeys = number_keys(numbers)
     sets: dict[int, frozenset] = {}
 

@@ -120,13 +120,17 @@ def export(out: str, rows: list[dict]) -> dict[str, str]:
 
 
 def worker_index(path: str, cfg: RefineConfig) -> str:
-    """Where the workers read the decontamination index: the launcher's cached file, except when
-    workers may run on other machines (RUN on object storage, or a cluster runner), where a copy in
-    RUN/cache/decontam/ (made once per index version) is the one place they all reach."""
-    if not (fio.is_remote(cfg.run) or cfg.runner not in ("local", "multiprocess")) or fio.is_remote(path):
+    """Where the workers read the decontamination index: the launcher's cached file when they run
+    beside it, else (RUN on object storage, or workers started elsewhere) a copy in
+    RUN/cache/decontam/ (made once per index version), the one place they all reach."""
+    if fio.is_remote(path) or (cfg.workers_share_cwd() and not fio.is_remote(cfg.run)):
         return path
     shared = fio.join(cfg.run, "cache", "decontam", fio.basename(path))
-    if not fio.exists(shared) or fio.size(shared) != fio.size(path):
+    try:
+        present = fio.size(shared) == fio.size(path)
+    except FileNotFoundError:
+        present = False
+    if not present:
         fio.copy(path, shared)
     return shared
 
