@@ -132,8 +132,10 @@ def beam_runner(kind: str, workers: int = 2, dask_address: str = "", extra: list
             address = cluster.scheduler_address
             log.info("started a local Dask cluster at %s with %d workers", address, workers)
         try:
-            yield DaskRunner(), PipelineOptions([f"--dask_client_address={address}"] + dask_partitions(address, extra, workers)
-                                                + extra)
+            # A cluster started here has `workers` single-threaded workers: nothing to ask it.
+            threads = workers if cluster is not None else None
+            yield DaskRunner(), PipelineOptions([f"--dask_client_address={address}"]
+                                                + dask_partitions(address, extra, threads) + extra)
         finally:
             if cluster is not None:
                 cluster.close()
@@ -147,10 +149,10 @@ def beam_runner(kind: str, workers: int = 2, dask_address: str = "", extra: list
 PARTITIONS_PER_THREAD = 4
 
 
-def dask_partitions(address: str, extra: list[str], workers: int = 2) -> list[str]:
+def dask_partitions(address: str, extra: list[str], threads: int | None = None) -> list[str]:
     """`--dask_npartitions` for the Dask runner: PARTITIONS_PER_THREAD partitions per worker thread
-    of the cluster at `address` (`workers` threads while none has joined yet), unless `extra` sets
-    the partitioning itself.
+    (`threads`, else those of the cluster at `address`, asked once; 2 while none has joined yet),
+    unless `extra` sets the partitioning itself.
 
     Beam's Dask runner turns every `beam.Create` into a Dask bag of `partition_size=128` by default
     and runs `Reshuffle` as an identity, so a stage's units of work (the WARC files of recall, the
@@ -161,10 +163,11 @@ def dask_partitions(address: str, extra: list[str], workers: int = 2) -> list[st
     partition per element, so a short list gets one unit per partition."""
     if any(a.split("=", 1)[0] in ("--dask_npartitions", "--dask_partition_size") for a in extra):
         return []
-    from distributed import Client
+    if threads is None:
+        from distributed import Client
 
-    with Client(address, timeout=60) as client:
-        threads = sum(client.nthreads().values()) or workers
+        with Client(address, timeout=60) as client:
+            threads = sum(client.nthreads().values()) or 2
     return [f"--dask_npartitions={max(1, PARTITIONS_PER_THREAD * threads)}"]
 
 
