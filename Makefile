@@ -21,7 +21,8 @@ LLM_MODEL ?=
 LABELER  ?=
 MODEL    ?=
 MODEL_PATH ?=
-RECIPE   ?= cpu-demo
+RECIPE   ?=
+TRAIN_ARGS ?=
 DRY_RUN  ?=
 GPUS     ?=
 NODES    ?=
@@ -44,9 +45,9 @@ EXTRACT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNE
                  $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
 REFINE_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(RUNNER),--runner $(RUNNER)) \
                 $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
-TRAIN_FLAGS := --recipe $(RECIPE) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
+TRAIN_FLAGS := $(if $(RECIPE),--recipe $(RECIPE)) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
                $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(GPUS),--gpus $(GPUS)) \
-               $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run)
+               $(if $(NODES),--nodes $(NODES)) $(if $(DRY_RUN),--dry-run) $(TRAIN_ARGS)
 AUGMENT_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(INPUT),--input $(INPUT)) $(if $(LIMIT),--limit $(LIMIT)) \
                  $(if $(RUNNER),--runner $(RUNNER)) $(if $(WORKERS),--workers $(WORKERS)) $(LLM_FLAGS)
 EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
@@ -101,7 +102,7 @@ refine: install  ## RUN/extract -> RUN/refine: WebInstruct shards, exports, data
 augment: install  ## questions with answers -> RUN/augment: MetaMathQA shards (INPUT='files or globs' LIMIT=per file; default: the recipe's sample)
 	$(WI) augment $(AUGMENT_FLAGS)
 
-train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m RECIPE=cpu-demo|metamath|mammoth2 MODEL_PATH= GPUS= DRY_RUN=1)
+train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m|mistral-7b|... MODEL_PATH= RECIPE=(the model's paper) GPUS= DRY_RUN=1 TRAIN_ARGS='--max-steps 20')
 	$(WI) train $(TRAIN_FLAGS)
 
 eval: install  ## benchmarks -> RUN/eval (MODEL= BENCH=gsm8k,math LIMIT=50 PROTOCOL=mammoth2|metamath|chat BACKEND=vllm|openai|hf)

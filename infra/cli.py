@@ -253,10 +253,10 @@ def _flags(overrides: dict[str, Any]) -> list[str]:
 def cmd_train(args: argparse.Namespace) -> int:
     import subprocess
 
-    from webinstruct.training.config import check_learning_rates, load_train_config
+    from webinstruct.training.config import TrainConfig, check_learning_rates, default_recipe, load_train_config
 
     overrides = C.section_values(args, "train")
-    recipe = overrides.pop("recipe", "cpu-demo")
+    recipe = overrides.pop("recipe", "") or default_recipe(overrides.get("model") or TrainConfig.model)
     cfg = load_train_config(recipe, flags=C.given_flags(overrides), **overrides)
     if _print_config(args, {"train": cfg}, f"recipe: {recipe}; launch: --gpus {args.gpus} --nodes {args.nodes}"
                                           + (" --dry-run" if args.dry_run else "")):
@@ -265,11 +265,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from webinstruct.training.dry_run import report
 
         print(report(cfg, args.gpus, args.nodes))
+        check_learning_rates(cfg)  # the plan is printed; a launch would stop here, so the dry run does too
         return 0
     from webinstruct.core.registry import resolve
 
+    check_learning_rates(cfg)  # before any weights are looked for or loaded, on any rank
     resolve(cfg.model, cfg.model_path)  # no weights: the message says where to put them, before anything starts
-    check_learning_rates(cfg)  # before weights are loaded on every rank
     if args.nodes > 1:
         raise ValueError("several nodes: launch with DeepSpeed's launcher and a hostfile, e.g. `deepspeed --hostfile "
                          "hosts --num_gpus 8 --module webinstruct.training.trainer --config RECIPE ...` (see README, "

@@ -58,11 +58,39 @@ def test_webinstruct_train_without_weights_says_where_to_put_them(tmp_path, monk
 
 
 def test_webinstruct_train_dry_run_for_every_registered_model(tmp_path, capsys, llm_model_dir):
+    """With no recipe each registered model plans with its paper's recipe and shows the rate it would use."""
     from webinstruct.infra.cli import main as cli
     from webinstruct.core.registry import REGISTRY
+    from webinstruct.training.config import default_recipe
 
-    for name in REGISTRY:
-        assert cli(["train", "--dry-run", "--model", name, "--recipe", "mammoth2", "--gpus", "8",
-                    "--run", str(tmp_path)]) == 0
+    for name, spec in REGISTRY.items():
+        assert cli(["train", "--dry-run", "--model", name, "--gpus", "8", "--run", str(tmp_path)]) == 0
         out = capsys.readouterr().out
         assert "parameters" in out and "ZeRO" in out, name
+        recipe = default_recipe(name)
+        rate = spec.paper_lr[recipe]
+        assert f"learning rate    {rate:g} (recipe {recipe}'s rate for {name})" in out, out
+        assert "load peak" in out and "activations" in out and "assumes" in out
+    assert [default_recipe(n) for n in ("mistral-7b", "llama-3-8b", "mixtral-8x7b", "yi-34b", "llama-2-7b",
+                                        "smollm2-135m", "/some/folder")] == \
+        ["mammoth2"] * 4 + ["metamath", "cpu-demo", "cpu-demo"]
+
+
+def test_a_pair_without_a_rate_fails_in_the_dry_run_and_before_weights(tmp_path, capsys, monkeypatch):
+    """The plan is printed, then the same one-line error a launch gives; a launch gives it before any weights
+    are even looked for (no MODEL_PATH, no cache: the error is the rate, not the missing weights)."""
+    from webinstruct.infra.cli import main as cli
+
+    monkeypatch.setenv("WEBINSTRUCT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert cli(["train", "--dry-run", "--model", "llama-2-7b", "--recipe", "mammoth2", "--run", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "learning rate    NONE: no learning rate for model 'llama-2-7b' in recipe 'mammoth2'" in captured.out
+    assert "no learning rate for model 'llama-2-7b' in recipe 'mammoth2'" in captured.err
+    assert "recipes with one for it: metamath (2e-05)" in captured.err and "Traceback" not in captured.err
+    assert cli(["train", "--model", "llama-2-7b", "--recipe", "cpu-demo", "--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no learning rate for model 'llama-2-7b' in recipe 'cpu-demo'" in err and "MODEL_PATH" not in err
+    assert cli(["train", "--dry-run", "--model", "llama-2-7b", "--recipe", "mammoth2", "--lr", "3e-6",
+                "--run", str(tmp_path)]) == 0
+    assert "learning rate    3e-06 (set with lr)" in capsys.readouterr().out

@@ -70,7 +70,7 @@ def test_plan_runs_for_every_registered_model_without_weights(name):
     assert p["effective_batch"] == 512 and p["grad_accumulation"] == 8
     assert p["steps_per_epoch"] == math.ceil(1000 / 512) == 2 and p["total_steps"] == 4
     text = format_plan(p)
-    assert "activations not included" in text and name in text
+    assert "activations not included" in text and name in text and "load peak" in text
 
 
 def test_plan_steps_cap_and_uneven_batch():
@@ -82,6 +82,33 @@ def test_plan_steps_cap_and_uneven_batch():
     odd = load_train_config("metamath", model="llama-2-7b", micro_batch=3)
     q = plan("llama-2-7b", {"kept": 100, "tokens": 1}, odd, n_gpus=5)
     assert q["effective_batch"] == 135 and "not a multiple" in format_plan(q)
+
+
+def test_load_peak_and_activation_estimates():
+    """Hand-computed numbers for Mistral-7B (h 4096, q 4096, kv 1024, i 14336, 32 layers, vocab 32000)."""
+    from webinstruct.core.registry import get_spec
+    from webinstruct.training.plan import activation_memory, load_peak
+
+    spec = get_spec("mistral-7b")
+    P = parameter_count(spec)["total"]
+    full = load_peak(P, 2, n_gpus=8)  # every process builds the whole bf16 model
+    assert full["per_process_bytes"] == 2 * P and full["per_node_bytes"] == 16 * P
+    part = load_peak(P, 3, n_gpus=8, largest_shard=10 ** 9)  # its share + the shard being read
+    assert part["per_process_bytes"] == pytest.approx(2 * P / 8 + 10 ** 9)
+    assert load_peak(P, 3, n_gpus=8)["largest_shard_bytes"] == 5 * 10 ** 9  # unknown: the hub's usual shard
+    tokens = 2 * 4096
+    per_layer = (4 * 4096 + 3 * 4096 + 3 * 1024 + 4 * 14336) * 2 * tokens
+    logits = 32000 * 10 * tokens
+    off = activation_memory(spec, tokens, checkpointing=False)
+    on = activation_memory(spec, tokens, checkpointing=True)
+    assert off["total_bytes"] == 32 * per_layer + logits
+    assert on["total_bytes"] == 32 * 4096 * 2 * tokens + per_layer + logits
+    assert 5 * GIB < on["total_bytes"] < 6.5 * GIB and off["total_bytes"] > 40 * GIB  # checkpointing pays
+    mixtral = activation_memory(get_spec("mixtral-8x7b"), tokens, checkpointing=False)  # two experts per token
+    assert mixtral["layers_bytes"] > off["layers_bytes"]
+    m2 = plan("mistral-7b", {"kept": 1000, "tokens": 1}, load_train_config("mammoth2", model="mistral-7b"), n_gpus=8)
+    assert m2["activations"]["checkpointing"] and m2["activations"]["tokens"] == tokens
+    assert "gradient checkpointing on" in format_plan(m2) and "partitioned (ZeRO-3)" in format_plan(m2)
 
 
 def test_recipes_hold_the_paper_numbers():

@@ -17,6 +17,7 @@ import annotated_types as at
 
 from webinstruct.core.config import (ConfigError, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                                      Share, build, load_recipe, option, strict, validate)
+from webinstruct.core.registry import REGISTRY
 from webinstruct.core.resources import infra_path
 
 RECIPES_DIR = infra_path("recipes", "train")
@@ -35,7 +36,9 @@ class DataSource(TypedDict, total=False):
 class TrainConfig:
     model: str = option("smollm2-135m", "registered model name or a local model folder")
     model_path: str = option("", "folder with the model's weights (MODEL_PATH); default: the cache folder")
-    recipe: str = option("cpu-demo", "recipe name (infra/recipes/train/<recipe>.yaml): picks the paper learning rate")
+    recipe: str = option("", "recipe name (infra/recipes/train/<recipe>.yaml) or YAML path; empty: the model's paper "
+                             "recipe (mammoth2 for the MAmmoTH2 models, metamath for llama-2-7b, cpu-demo for the "
+                             "embedded model and for model folders)")
     run: str = option("runs/sample", "run directory; training writes RUN/train/<model>/")
     data: list[DataSource] = option([], "data sources, recipe only: [{path, weight, name}]; a path may use {run}; "
                             "empty: the WebInstruct shards in RUN/refine", cli=False)
@@ -79,20 +82,34 @@ class TrainConfig:
 
     def learning_rate(self) -> float:
         """`lr` if set, else the recipe's `lrs[model]`, else the paper's rate for this recipe."""
+        return self.learning_rate_source()[0]
+
+    def learning_rate_source(self) -> tuple[float, str]:
+        """The learning rate and where it comes from; ValueError (naming the recipes that have one) if none."""
         if self.lr:
-            return self.lr
+            return self.lr, "set with lr"
         if self.model in self.lrs:
-            return float(self.lrs[self.model])
-        from webinstruct.core.registry import REGISTRY
+            return float(self.lrs[self.model]), f"recipe {self.recipe}'s rate for {self.model}"
         spec = REGISTRY.get(self.model)
         if spec and self.recipe in spec.paper_lr:
-            return spec.paper_lr[self.recipe]
-        raise ValueError(f"no learning rate for model {self.model!r} in recipe {self.recipe!r}: set lr=")
+            return spec.paper_lr[self.recipe], f"the {self.recipe} paper's rate for {self.model}"
+        others = ", ".join(f"{r} ({v:g})" for r, v in spec.paper_lr.items()) if spec else ""
+        hint = f"; recipes with one for it: {others}" if others else ""
+        raise ValueError(f"no learning rate for model {self.model!r} in recipe {self.recipe!r}: set lr= "
+                         f"(--lr, or lrs in the recipe){hint}")
 
     def data_sources(self) -> list[dict]:
         sources = self.data or [{"path": "{run}/refine", "weight": 1.0, "name": "webinstruct"}]
         return [{"weight": 1.0, "name": "", **s, "path": str(s["path"]).format(run=self.run.rstrip("/"))}
                 for s in sources]
+
+
+def default_recipe(model: str) -> str:
+    """The recipe a model trains with when none is named: its paper's (the first of the registry's
+    `paper_lr`: mammoth2 for the MAmmoTH2 models, metamath for llama-2-7b, cpu-demo for the
+    embedded model); cpu-demo for anything else (a model folder: set lr=)."""
+    spec = REGISTRY.get(model)
+    return next(iter(spec.paper_lr)) if spec and spec.paper_lr else "cpu-demo"
 
 
 def recipe_path(name_or_path: str) -> str:
@@ -101,12 +118,15 @@ def recipe_path(name_or_path: str) -> str:
     return str(p) if p.suffix in (".yaml", ".yml") else str(RECIPES_DIR / f"{name_or_path}.yaml")
 
 
-def load_train_config(recipe: str = "cpu-demo", *, flags: dict[str, str] | None = None, **overrides) -> TrainConfig:
+def load_train_config(recipe: str = "", *, flags: dict[str, str] | None = None, **overrides) -> TrainConfig:
     """TrainConfig from a recipe's `train` section, then overrides (None values ignored).
+
+    No recipe: the model's (`default_recipe`; the model is the `model` override, else the default).
 
     Everything is checked here, before a model or a process group exists: the recipe (its only
     section is `train`; the second stage's `then` settings included) and the overrides; `flags`
     maps override fields to the flag that gave them, for the error message."""
+    recipe = recipe or default_recipe(overrides.get("model") or TrainConfig.model)
     path = recipe_path(recipe)
     data = load_recipe(path, {"train": TrainConfig})
     section = dict(data.get("train") or {})

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from webinstruct.core.config import ConfigParser, add_arguments, checked, given_flags, section_values
-from webinstruct.training.config import TrainConfig, load_train_config
+from webinstruct.training.config import TrainConfig, check_learning_rates, load_train_config
 from webinstruct.training.data import mix, pack, read_examples
 from webinstruct.core.formatting import encode_all, ensure_chat_template
 from webinstruct.training.plan import format_plan, plan
@@ -22,6 +23,7 @@ from webinstruct.core.registry import EMBEDDED_MODEL, ModelNotFound, get_spec, r
 
 
 def _tokenizer(cfg: TrainConfig):
+    """(tokenizer, estimated?, the model's folder or None)."""
     from transformers import AutoTokenizer
     try:
         path, estimate = resolve(cfg.model, cfg.model_path).path, False
@@ -29,7 +31,15 @@ def _tokenizer(cfg: TrainConfig):
         path, estimate = resolve(EMBEDDED_MODEL).path, True
     tok = AutoTokenizer.from_pretrained(path)
     ensure_chat_template(tok)
-    return tok, estimate
+    return tok, estimate, None if estimate else path
+
+
+def largest_shard(folder: str | None) -> int:
+    """Bytes of the biggest weights file in a model folder (0: no folder or no weights files)."""
+    if not folder:
+        return 0
+    sizes = [f.stat().st_size for f in Path(folder).iterdir() if f.suffix in (".safetensors", ".bin", ".pt")]
+    return max(sizes, default=0)
 
 
 def data_stats(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
@@ -52,8 +62,8 @@ def data_stats(cfg: TrainConfig, tokenizer) -> dict[str, Any]:
 
 def dry_run(cfg: TrainConfig, n_gpus: int = 1, n_nodes: int = 1) -> dict[str, Any]:
     get_spec(cfg.model)  # an unknown model fails here, before any data is read
-    tokenizer, estimate = _tokenizer(cfg)
-    p = plan(cfg.model, data_stats(cfg, tokenizer), cfg, n_gpus, n_nodes)
+    tokenizer, estimate, folder = _tokenizer(cfg)
+    p = plan(cfg.model, data_stats(cfg, tokenizer), cfg, n_gpus, n_nodes, largest_shard(folder))
     p["tokens_estimated"] = estimate
     return p
 
@@ -78,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = section_values(args, "train")
     try:
-        cfg = load_train_config(overrides.pop("recipe", "cpu-demo"),
+        cfg = load_train_config(overrides.pop("recipe", ""),
                                 flags=given_flags(overrides), **overrides)
         print(report(cfg, args.gpus, args.nodes))
+        check_learning_rates(cfg)  # a launch would stop here: so does the plan, after printing it
     except (ModelNotFound, FileNotFoundError, ValueError) as err:
         print(f"error: {err}")
         return 2

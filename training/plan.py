@@ -8,8 +8,23 @@ master weights, momentum, variance) per parameter. Over Nd data-parallel process
     stage 1: (2 + 2) P + K P / Nd   stage 3: (2 + 2 + K) P / Nd
 
 Offload moves the optimizer-state term to CPU memory (and with `optimizer+params`, stage 3 only,
-the parameter partitions too). Activations, temporary buffers and the CUDA context come on top
-and are not estimated here: they depend on micro batch, sequence length and checkpointing.
+the parameter partitions too).
+
+Two more estimates, with what they assume printed beside them:
+- Load peak (host memory while the weights are read): without ZeRO-3 every process builds the
+  whole model (2 bytes per parameter in bf16) before DeepSpeed takes it over; under ZeRO-3 the
+  model is built partitioned (`HfDeepSpeedConfig`), so a process holds its share plus the
+  checkpoint file being read (the largest shard: measured when the folder is on the machine,
+  else 5 GB, the usual shard size of hub checkpoints).
+- Activations per GPU for one micro batch of `micro_batch x max_len` tokens (an upper bound: rows
+  are at most max_len long), bf16, attention by SDPA or FlashAttention (no s x s score matrix is
+  kept). A Llama-family layer keeps about 4h + 3q + 3kv + 4i values per token for the backward
+  pass (norm inputs, the projections' inputs, q/k/v before and after rotary embedding, the MLP's
+  gate, up, activation and product; h hidden, q and kv the query and key/value widths, i the MLP
+  width, times the experts a token visits for a mixture of experts). With gradient checkpointing
+  only each layer's input (h per token) is kept and one layer is recomputed at a time. The logits
+  add vocab x 10 bytes per token (bf16 logits, their fp32 copy for the loss and its log-softmax).
+  Temporary buffers, fragmentation and the CUDA context (~1-2 GiB) come on top.
 """
 from __future__ import annotations
 
@@ -20,6 +35,8 @@ from webinstruct.core.registry import ModelSpec, get_spec
 
 GIB = 1024 ** 3
 OFFLOADS = ("none", "optimizer", "optimizer+params")
+DEFAULT_SHARD_BYTES = 5 * 10 ** 9  # hub checkpoints are mostly cut in shards of about 5 GB
+LOGIT_BYTES = 10  # per vocabulary entry and token: bf16 logits, fp32 copy, fp32 log-softmax
 
 
 def parameter_count(spec: ModelSpec) -> dict[str, int]:
@@ -78,7 +95,35 @@ def memory_table(params: int, n_gpus: int, n_nodes: int = 1, **bytes_per) -> lis
     return rows
 
 
-def plan(model: str | ModelSpec, data: dict[str, Any], recipe: Any, n_gpus: int = 1, n_nodes: int = 1) -> dict[str, Any]:
+def load_peak(params: int, zero_stage: int, n_gpus: int = 1, n_nodes: int = 1, largest_shard: int = 0,
+              param_bytes: int = 2) -> dict[str, Any]:
+    """Host bytes per process and per node while the weights load (see the module docstring)."""
+    nd = n_gpus * n_nodes
+    shard = min(largest_shard or DEFAULT_SHARD_BYTES, param_bytes * params)
+    if zero_stage == 3:
+        per_process = param_bytes * params / nd + shard
+        how = f"partitioned (ZeRO-3): its 1/{nd} share + the checkpoint shard being read"
+    else:
+        per_process = param_bytes * params
+        how = "the whole model in every process until DeepSpeed takes it over"
+    return {"per_process_bytes": per_process, "per_node_bytes": per_process * n_gpus, "largest_shard_bytes": shard,
+            "how": how}
+
+
+def activation_memory(spec: ModelSpec, tokens: int, checkpointing: bool, value_bytes: int = 2) -> dict[str, Any]:
+    """Bytes of activations kept for the backward pass of one micro batch of `tokens` tokens."""
+    h, hd = spec.hidden_size, spec.head_size
+    q, kv = spec.num_heads * hd, spec.num_kv_heads * hd
+    mlp = spec.intermediate_size * (spec.experts_per_token if spec.num_experts else 1)
+    layer = (4 * h + 3 * q + 3 * kv + 4 * mlp) * value_bytes * tokens  # one layer, everything kept
+    layers = (spec.num_layers * h * value_bytes * tokens + layer) if checkpointing else spec.num_layers * layer
+    logits = spec.vocab_size * LOGIT_BYTES * tokens
+    return {"tokens": tokens, "layers_bytes": layers, "logits_bytes": logits, "total_bytes": layers + logits,
+            "checkpointing": checkpointing}
+
+
+def plan(model: str | ModelSpec, data: dict[str, Any], recipe: Any, n_gpus: int = 1, n_nodes: int = 1,
+         largest_shard: int = 0) -> dict[str, Any]:
     """Everything a cluster job needs to be sized, without weights.
 
     `data`: counts of the encoded data (`kept` or `examples` sequences, `tokens`, optional
@@ -96,9 +141,10 @@ def plan(model: str | ModelSpec, data: dict[str, Any], recipe: Any, n_gpus: int 
         total = min(total, recipe.max_steps) if total else recipe.max_steps
     bytes_per = {} if recipe.bf16 else {"param_bytes": 4, "grad_bytes": 4, "optimizer_bytes": 12}
     try:
-        lr = recipe.learning_rate()
-    except ValueError:
-        lr = None
+        lr, lr_source = recipe.learning_rate_source()
+    except ValueError as err:
+        lr, lr_source = None, str(err)
+    value_bytes = 2 if recipe.bf16 else 4
     return {
         "model": spec.name, "hub_id": spec.hub_id, "parameters": counts,
         "precision": "bf16 mixed (2+2+12 bytes/param)" if recipe.bf16 else "fp32 (4+4+12 bytes/param)",
@@ -109,7 +155,10 @@ def plan(model: str | ModelSpec, data: dict[str, Any], recipe: Any, n_gpus: int 
         "micro_batch": recipe.micro_batch, "grad_accumulation": accumulation,
         "global_batch": recipe.global_batch, "effective_batch": effective,
         "steps_per_epoch": steps_per_epoch, "epochs": recipe.epochs, "total_steps": total,
-        "max_len": recipe.max_len, "lr": lr,
+        "max_len": recipe.max_len, "lr": lr, "lr_source": lr_source,
+        "load": load_peak(counts["total"], recipe.zero_stage, n_gpus, n_nodes, largest_shard, value_bytes),
+        "activations": activation_memory(spec, recipe.micro_batch * recipe.max_len,
+                                         bool(recipe.gradient_checkpointing), value_bytes),
     }
 
 
@@ -129,12 +178,22 @@ def format_plan(p: dict[str, Any]) -> str:
               + (f", {p['data'].get('truncated', 0):,} truncated, {p['data'].get('dropped_prompt_too_long', 0):,} dropped"
                  if "truncated" in p["data"] else ""),
               f"steps            {p['steps_per_epoch']:,} per epoch x {p['epochs']} epochs -> {p['total_steps']:,} total",
-              f"learning rate    {p['lr']}" if p["lr"] is not None else "learning rate    (none set for this model)",
+              f"learning rate    {p['lr']:g} ({p['lr_source']})" if p["lr"] is not None
+              else f"learning rate    NONE: {p['lr_source']}",
               "", f"model states per GPU, {p['precision']} (activations not included):",
               f"  {'ZeRO':>4}  {'offload':<17} {'GPU GiB':>9} {'CPU GiB/node':>13}"]
     chosen = p["chosen"]
     for r in p["memory"]:
         mark = "  <- recipe" if (r["zero_stage"], r["offload"]) == (chosen["zero_stage"], chosen["offload"]) else ""
         lines.append(f"  {r['zero_stage']:>4}  {r['offload']:<17} {r['gpu_gib']:>9.1f} {r['cpu_gib_per_node']:>13.1f}{mark}")
-    lines.append("Activation memory (micro batch x max_len, checkpointing) and buffers come on top: not estimated.")
+    load, act = p["load"], p["activations"]
+    lines += ["", f"load peak        {load['per_process_bytes'] / GIB:.1f} GiB host memory per process, "
+                  f"{load['per_node_bytes'] / GIB:.1f} GiB per node: {load['how']}"
+                  + (f" (largest shard {load['largest_shard_bytes'] / GIB:.1f} GiB)" if p["chosen"]["zero_stage"] == 3 else ""),
+              f"activations      {act['total_bytes'] / GIB:.1f} GiB per GPU: {act['tokens']:,} tokens per micro batch "
+              f"(micro {p['micro_batch']} x max_len {p['max_len']}), gradient checkpointing "
+              f"{'on' if act['checkpointing'] else 'off'}; layers {act['layers_bytes'] / GIB:.1f} GiB, "
+              f"logits {act['logits_bytes'] / GIB:.1f} GiB",
+              "assumes          SDPA or FlashAttention (no s x s scores kept), rows of max_len tokens; temporary "
+              "buffers, fragmentation and the CUDA context (~1-2 GiB) come on top"]
     return "\n".join(lines)

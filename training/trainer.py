@@ -334,7 +334,7 @@ def parser() -> argparse.ArgumentParser:
 def load_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's TrainConfig from parsed trainer flags, checked before any process group or model exists."""
     overrides = section_values(args, "train")
-    recipe = args.config or overrides.get("recipe") or "cpu-demo"
+    recipe = args.config or overrides.get("recipe") or ""  # none: the model's (training.config.default_recipe)
     cfg = load_train_config(recipe, flags=given_flags(overrides), **overrides)
     check_learning_rates(cfg)
     return cfg
