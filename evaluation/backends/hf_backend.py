@@ -5,6 +5,16 @@ from webinstruct.evaluation.backends import Generation
 from webinstruct.evaluation.protocols import Request, cut_at_stop
 
 
+def device_choice(cuda_available: bool) -> tuple[dict, str | None]:
+    """(extra `from_pretrained` arguments, device to move the loaded model to). With GPUs,
+    accelerate's `device_map="auto"` places the layers over the visible GPUs (a model too big for
+    one spreads over several; each replica process sees only its own GPUs); on a CPU the model is
+    loaded whole and stays there."""
+    if cuda_available:
+        return {"device_map": "auto"}, None
+    return {}, "cpu"
+
+
 class HFBackend:
     name = "hf"
 
@@ -15,11 +25,13 @@ class HFBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        load_kwargs, move_to = device_choice(torch.cuda.is_available())
         # bf16 as the vLLM backend runs (on these CPUs, with AVX512-BF16, 3x faster than fp32 too).
         dtype = dtype or torch.bfloat16
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-        self.device, self.batch_size = device, batch_size
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **load_kwargs)
+        self.model = (model.to(move_to) if move_to else model).eval()
+        # Inputs go where the embedding sits (the first GPU of a spread model).
+        self.device, self.batch_size = self.model.device, batch_size
         self.max_model_len = getattr(self.model.config, "max_position_embeddings", 4096)
 
     def _batch(self, requests: list[Request]) -> list[Generation]:

@@ -1,17 +1,23 @@
-"""vLLM in-process: `vllm.LLM` over a local model folder, greedy `SamplingParams` per request."""
+"""vLLM in-process: `vllm.LLM` over a local model folder (tensor-parallel over `tp` GPUs), greedy
+`SamplingParams` per request. Several replicas: `webinstruct.evaluation.backends.replicas`."""
 from __future__ import annotations
 
 import os
 
 from webinstruct.evaluation.backends import Generation
+from webinstruct.evaluation.placement import UTILIZATION
 from webinstruct.evaluation.protocols import Request, cut_at_stop
 from webinstruct.pipeline.llm.server import on_gpu
 
 
 class VLLMBackend:
     name = "vllm"
+    # Questions per `generate` call that `evaluate` aims for: vLLM schedules best with many prompts
+    # at once, but `LLM.generate` returns only when all are done, so a crash loses at most a chunk.
+    chunk = 512
 
-    def __init__(self, model_dir: str, gpus: int = 0, max_model_len: int = 0, dtype: str = "bfloat16"):
+    def __init__(self, model_dir: str, tp: int = 1, max_model_len: int = 0, dtype: str = "bfloat16",
+                 gpu_memory_utilization: float = UTILIZATION):
         # vLLM's CPU build sizes its KV cache by this variable (GiB); it must be set before import.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -21,8 +27,9 @@ class VLLMBackend:
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
         if on_gpu():
-            import torch
-            kwargs["tensor_parallel_size"] = gpus or torch.cuda.device_count()
+            # tp from `webinstruct.evaluation.placement` (the first tp visible GPUs: a replica
+            # process sees only its own).
+            kwargs.update(tensor_parallel_size=tp, gpu_memory_utilization=gpu_memory_utilization)
         else:
             # On a CPU `gpu_memory_utilization` is a share of RAM (the 0.92 default fails on a shared
             # machine); eager mode skips a torch.compile warm-up that did not pay here.

@@ -36,9 +36,17 @@ def grade(item, output: str, grader: str, protocol: str) -> Verdict:
     raise ValueError(f"unknown grader {grader!r}; choose from {', '.join(GRADERS)}")
 
 
-def grade_all(pairs: list, protocol: str, workers: int = 2, timeout: float = 5.0) -> list[dict[str, Verdict]]:
-    """Both graders' verdicts for each (item, output) pair, in order."""
+def grade_all(pairs: list, protocol: str, workers: int = 2, timeout: float = 5.0, pool=None) -> list[dict[str, Verdict]]:
+    """Both graders' verdicts for each (item, output) pair, in order. `pool` (from `grading_pool`)
+    keeps the robust grader's worker processes across calls; without it each call starts its own."""
     from webinstruct.evaluation.grading.robust import grade_robust_many
     from webinstruct.evaluation.grading.seed import grade_seed
-    robust = grade_robust_many(pairs, workers=workers, timeout=timeout)
+    robust = grade_robust_many(pairs, workers=workers, timeout=timeout, pool=pool)
     return [{"seed": grade_seed(item, output, protocol), "robust": r} for (item, output), r in zip(pairs, robust)]
+
+
+def grading_pool(workers: int = 2, timeout: float = 5.0):
+    """The robust grader's worker processes, started now and reused by every `grade_all(..., pool=)`
+    until `.close()` (also a context manager). `timeout`: seconds per answer."""
+    from webinstruct.evaluation.grading.robust import symbolic_pool
+    return symbolic_pool(workers, timeout)

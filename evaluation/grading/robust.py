@@ -503,10 +503,21 @@ def _judge_symbolic(item: Item, answer: str) -> Decision:
     return _judge(item, answer, symbolic=True)
 
 
-def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: float = 5.0) -> list[Verdict]:
+def symbolic_pool(workers: int = 2, timeout: float = 5.0):
+    """A persistent `IsolatedPool` for `grade_robust_many(..., pool=)`: its workers start once, with
+    the first answer plain checks cannot decide (sympy imported then), and serve every later call;
+    `timeout` seconds per answer."""
+    from webinstruct.evaluation.grading.pool import IsolatedPool
+    return IsolatedPool(_judge_symbolic, workers=workers, timeout=timeout,
+                        preload=("webinstruct.evaluation.grading.symbolic",), lazy=True)
+
+
+def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: float = 5.0,
+                      pool=None) -> list[Verdict]:
     """Verdicts for (item, output) pairs, in order. Answers that plain string and number checks
     decide are graded here; the rest go to `workers` processes, each answer limited to `timeout`
-    seconds (then correct=False, note "timeout"). Never raises for a bad answer."""
+    seconds (then correct=False, note "timeout"), or to `pool` (a `symbolic_pool`, whose own
+    workers and timeout apply). Never raises for a bad answer."""
     from webinstruct.evaluation.grading.pool import run_isolated
 
     verdicts: list[Verdict | None] = [None] * len(pairs)
@@ -525,8 +536,11 @@ def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: 
     if hard:
         inputs = [(pairs[i][0], answer) for i, answer, _ in hard]
         try:
-            outcomes = run_isolated(_judge_symbolic, inputs, workers=workers, timeout=timeout,
-                                    preload=("webinstruct.evaluation.grading.symbolic",))
+            if pool is not None:
+                outcomes = pool.submit(inputs).result()
+            else:
+                outcomes = run_isolated(_judge_symbolic, inputs, workers=workers, timeout=timeout,
+                                        preload=("webinstruct.evaluation.grading.symbolic",))
         except Exception as e:  # the pool itself failed (no processes, no pipes)
             from webinstruct.evaluation.grading.pool import Outcome
             outcomes = [Outcome("error", detail=f"pool: {type(e).__name__}: {e}")] * len(hard)
