@@ -87,6 +87,7 @@ def side_ours(work: Path, steps: int, packing: bool, padding_free: bool) -> dict
 
 def side_baseline(work: Path, steps: int) -> dict:
     """transformers.Trainer on the same encoded examples, padded per batch by a collator."""
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
 
@@ -104,8 +105,9 @@ def side_baseline(work: Path, steps: int) -> dict:
         width = max(len(r["input_ids"]) for r in batch)
         real = sum(len(r["input_ids"]) for r in batch)
         seen.append((time.time(), real, width * len(batch)))
-        return {"input_ids": torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch]),
-                "labels": torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch]),
+        # Rows are numpy views of the prepared arrays (training/prepared.py): lists to pad them as lists.
+        return {"input_ids": torch.tensor([np.asarray(r["input_ids"]).tolist() + [pad] * (width - len(r["input_ids"])) for r in batch]),
+                "labels": torch.tensor([np.asarray(r["labels"]).tolist() + [-100] * (width - len(r["labels"])) for r in batch]),
                 "attention_mask": torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"]))
                                                 for r in batch])}
 

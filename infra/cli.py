@@ -267,6 +267,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(report(cfg, args.gpus, args.nodes))
         check_learning_rates(cfg)  # the plan is printed; a launch would stop here, so the dry run does too
         return 0
+    if args.prepare:  # tokenise once into RUN/train/<model>/data/<key>/ (training/prepared.py), then stop
+        from webinstruct.training.prepared import prepare_and_describe
+
+        print(prepare_and_describe(cfg))
+        return 0
     from webinstruct.core.registry import resolve
 
     check_learning_rates(cfg)  # before any weights are looked for or loaded, on any rank
@@ -507,6 +512,9 @@ def parser() -> argparse.ArgumentParser:
     _base(p)
     _print_config_flag(p)
     p.add_argument("--dry-run", action="store_true", help="plan only: no weights, no training (DRY_RUN=1)")
+    p.add_argument("--prepare", action="store_true",
+                   help="only tokenise the data into RUN/train/<model>/data/<key>/ (memory-mapped arrays every "
+                        "rank maps; reused when there) and exit; training does it on rank 0 when missing")
     p.add_argument("--gpus", type=C.checked(int, 1), default=1,
                    help="processes (GPUs) per node; >1 launches torchrun")
     p.add_argument("--nodes", type=C.checked(int, 1), default=1,

@@ -1,6 +1,6 @@
 """The trainer end to end on CPU: DeepSpeed ZeRO-3 over two processes (torchrun, gloo) training a
-tiny random Llama on real GSM8K pairs from the seeds; kill -9 and resume; export and reload;
-packing isolation; one short run of SmolLM2 itself. Plus fast checks of the schedule, the step
+tiny random Llama on real GSM8K pairs from the seeds; kill -9 and resume; SIGTERM stops and resumes;
+export and reload; packing isolation; one short run of SmolLM2 itself. Plus fast checks of the schedule, the step
 order and the DeepSpeed config.
 
 The first DeepSpeed run on a machine compiles its shared-memory op (about 90 s, cached in
@@ -11,6 +11,7 @@ import gzip
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,11 +76,12 @@ def tiny(tmp_path_factory, llm_model_dir) -> dict:
     return {"root": root, "model": str(root / "tiny-llama"), "recipe": str(recipe)}
 
 
-def _launch(tiny: dict, run: Path, log: Path) -> subprocess.Popen:
+def _launch(tiny: dict, run: Path, log: Path, *flags: str) -> subprocess.Popen:
     """torchrun with two CPU processes, in its own process group (so kill -9 reaches the workers)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "webinstruct.training.trainer", "--config", tiny["recipe"], "--model", tiny["model"], "--run-dir", str(run)]
+           "-m", "webinstruct.training.trainer", "--config", tiny["recipe"], "--model", tiny["model"], "--run-dir", str(run),
+           *flags]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -147,6 +149,68 @@ def test_kill_and_resume_continues_schedule(tiny, full_run):
     assert [r["lr"] for r in log] == pytest.approx([r["lr"] for r in ref], rel=1e-9)
     # Same data order, same restored optimizer state: the losses follow the uninterrupted run.
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref], rel=1e-3)
+
+
+def _stop_with_sigterm(proc: subprocess.Popen, log_file: Path, after: int, rank: int | None) -> int:
+    """Once log.jsonl has `after` steps, SIGTERM to torchrun (rank None; it forwards the signal to
+    its workers) or to that one worker only; returns torchrun's exit code."""
+    import psutil
+
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < 600:
+        if log_file.exists() and len(log_file.read_text().splitlines()) >= after:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    if rank is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        workers = [c for c in psutil.Process(proc.pid).children() if c.environ().get("RANK") == str(rank)]
+        assert len(workers) == 1
+        workers[0].send_signal(signal.SIGTERM)
+    return proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_step_and_resumes(tiny, full_run):
+    """SIGTERM to torchrun (Kubernetes signals a pod's first process), which forwards it: both workers
+    finish the step under way, save a checkpoint at it and exit. Resumed, the run is stopped again by
+    SIGTERM to rank 1 alone (a signal reaching ranks at different moments): rank 0 learns of it at the
+    step boundary and both exit 143. Resumed again, it ends as the uninterrupted run."""
+    run, t0 = tiny["root"] / "run-sigterm", time.time()
+    out = run / "train" / "tiny-llama"
+    stops = []
+    for n, (after, rank) in enumerate([(3, None), (3, 1)]):
+        text_file = tiny["root"] / f"sigterm{n}.out"
+        first = max((r["step"] for r in _log(run)), default=0) if (out / "log.jsonl").exists() else 0
+        code = _stop_with_sigterm(_launch(tiny, run, text_file, "--save-every", "0"), out / "log.jsonl",
+                                  first + after, rank)
+        text = text_file.read_text()
+        stopped = re.search(rf"stopped by SIGTERM at step (\d+) of {STEPS}: checkpoint (\S+) saved", text)
+        assert stopped and code != 0, text[-3000:]
+        at = int(stopped.group(1))
+        assert first + after <= at < STEPS
+        assert "forcefully exiting" not in text  # the workers ended themselves, before torchrun's SIGKILL
+        # save_every 0: the stops' checkpoints are the only ones
+        assert sorted(p.name for p in (out / "checkpoints").glob("step*")) == [f"step{s}" for s, _ in stops] + [f"step{at}"]
+        assert Path(stopped.group(2)).name == f"step{at}"
+        assert (out / "checkpoints" / "latest").read_text().strip() == f"step{at}"
+        assert max(r["step"] for r in _log(run)) == at
+        if first:
+            assert f"resuming at step {first} (step{first})" in text
+        stops.append((at, code))
+    # torchrun lists its failed workers' exit codes when it was not signalled itself
+    assert text.count("exitcode  : 143") == 2, text[-3000:]
+    done_file = tiny["root"] / "sigterm-done.out"
+    assert _launch(tiny, run, done_file, "--save-every", "0").wait(timeout=600) == 0, done_file.read_text()[-3000:]
+    print(f"\nSIGTERM stops at steps {stops} (step, torchrun's exit code), resumed to the end: {time.time() - t0:.1f} s")
+    assert f"resuming at step {stops[-1][0]}" in done_file.read_text()
+    log, ref = _log(run), full_run["log"]
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    assert [r["lr"] for r in log] == pytest.approx([r["lr"] for r in ref], rel=1e-9)
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in ref], rel=1e-3)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["steps"] == STEPS and stats["final_loss"] == pytest.approx(ref[-1]["loss"], rel=1e-3)
 
 
 @pytest.mark.slow

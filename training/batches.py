@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import random
+from array import array
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from webinstruct.core.formatting import IGNORE_INDEX
@@ -27,11 +29,12 @@ class StepOrder:
         self.n_rows, self.micro, self.accum, self.world, self.seed = n_rows, micro_batch, accumulation, world, seed
         self.global_rows = micro_batch * accumulation * world
         self.steps_per_epoch = math.ceil(n_rows / self.global_rows)
-        self._perm: tuple[int, list[int]] | None = None
+        self._perm: tuple[int, array] | None = None
 
-    def _permutation(self, epoch: int) -> list[int]:
+    def _permutation(self, epoch: int) -> array:
         if self._perm is None or self._perm[0] != epoch:
-            idx = list(range(self.n_rows))
+            # 8 bytes a row (a list of ints takes ~36): the same swaps, so the same order, as on a list.
+            idx = array("q", range(self.n_rows))
             random.Random(self.seed + epoch).shuffle(idx)
             self._perm = (epoch, idx)
         return self._perm[1]
@@ -44,8 +47,17 @@ class StepOrder:
         return [perm[i % self.n_rows] for i in range(start, start + self.micro)]
 
 
+def _ints(values: Any) -> np.ndarray:
+    """A row's field as an int64 array, without a copy when it already is one."""
+    return np.asarray(values, dtype=np.int64)
+
+
 def collate(rows: Sequence[dict[str, Any]], pad_id: int, packed: bool, padding_free: bool = False) -> dict[str, torch.Tensor]:
-    """One micro batch as model inputs.
+    """One micro batch as model inputs (int64 tensors).
+
+    Row fields may be lists or numpy arrays (slices of the memory-mapped arrays of
+    training/prepared.py): each is copied once into a preallocated batch array, then handed to
+    torch without another copy.
 
     padding_free: every row of the micro batch goes into one long row, position ids restarting at
     each sequence (as packing does inside a row) and the first label of each sequence after the
@@ -58,30 +70,33 @@ def collate(rows: Sequence[dict[str, Any]], pad_id: int, packed: bool, padding_f
     pads). Unpacked: an attention mask hides the pads. Packed: no attention mask, restarted
     `position_ids` instead; the padding tail is one more sequence of its own, and being last it
     is never attended to by a real token."""
+    lengths = [len(r["input_ids"]) for r in rows]
     if padding_free:
-        ids: list[int] = []
-        labels: list[int] = []
-        positions: list[int] = []
-        for r in rows:
-            n = len(r["input_ids"])
-            row_labels = list(r["labels"])
-            if ids:
-                row_labels[0] = IGNORE_INDEX
-            ids += list(r["input_ids"])
-            labels += row_labels
-            positions += list(r["position_ids"]) if "position_ids" in r else list(range(n))
-        return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                "position_ids": torch.tensor([positions])}
-    width = max(len(r["input_ids"]) for r in rows)
-    ids2, labels2, extra = [], [], []
-    for r in rows:
-        n = len(r["input_ids"])
-        ids2.append(list(r["input_ids"]) + [pad_id] * (width - n))
-        labels2.append(list(r["labels"]) + [IGNORE_INDEX] * (width - n))
+        total = sum(lengths)
+        ids, labels, positions = (np.empty(total, dtype=np.int64) for _ in range(3))
+        at = 0
+        for r, n in zip(rows, lengths):
+            ids[at:at + n] = _ints(r["input_ids"])
+            labels[at:at + n] = _ints(r["labels"])
+            positions[at:at + n] = _ints(r["position_ids"]) if "position_ids" in r else np.arange(n)
+            if at and n:
+                labels[at] = IGNORE_INDEX
+            at += n
+        return {"input_ids": torch.from_numpy(ids)[None], "labels": torch.from_numpy(labels)[None],
+                "position_ids": torch.from_numpy(positions)[None]}
+    width = max(lengths)
+    ids2 = np.full((len(rows), width), pad_id, dtype=np.int64)
+    labels2 = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+    # Packed: the pad tail counts its own positions from 0. Unpacked: the attention mask, 1 on real tokens.
+    extra = np.tile(np.arange(width, dtype=np.int64), (len(rows), 1)) if packed else np.zeros_like(ids2)
+    for b, (r, n) in enumerate(zip(rows, lengths)):
+        ids2[b, :n] = _ints(r["input_ids"])
+        labels2[b, :n] = _ints(r["labels"])
         if packed:
-            extra.append(list(r["position_ids"]) + list(range(width - n)))
+            extra[b, :n] = _ints(r["position_ids"])
+            extra[b, n:] -= n
         else:
-            extra.append([1] * n + [0] * (width - n))
-    batch = {"input_ids": torch.tensor(ids2), "labels": torch.tensor(labels2)}
-    batch["position_ids" if packed else "attention_mask"] = torch.tensor(extra)
+            extra[b, :n] = 1
+    batch = {"input_ids": torch.from_numpy(ids2), "labels": torch.from_numpy(labels2)}
+    batch["position_ids" if packed else "attention_mask"] = torch.from_numpy(extra)
     return batch

@@ -8,13 +8,17 @@ field pairs in `FIELD_PAIRS`. Malformed rows are skipped and counted by reason i
 from __future__ import annotations
 
 import bisect
-
+import heapq
+import itertools
 import json
 import os
 import random
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from webinstruct.core.publish import was_started
 from webinstruct.core.shards import SHARD_GLOB, list_shards, open_text, read_shards
@@ -48,32 +52,41 @@ def to_example(row: Any, source: str, counts: Counter) -> dict[str, str] | None:
 
 
 def _rows_of_file(path: str, counts: Counter) -> Iterator[Any]:
+    """The rows of one file: a JSON document (a list of rows, an object holding one, or a single
+    row), else JSON lines, read line by line so a file of millions of rows is never held whole."""
     with open_text(path) as fh:
-        text = fh.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # one JSON document: a list of rows
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError:
-            counts["skipped_bad_json"] += 1
-            return
-        yield from doc
-        return
-    if stripped.startswith("{") and not path.endswith((".jsonl", ".jsonl.gz")):
-        try:  # a JSON object holding the rows ({"data": [...]}) or a single row
-            doc = json.loads(text)
-            rows = next((v for v in doc.values() if isinstance(v, list)), None) if isinstance(doc, dict) else None
-            yield from rows if rows is not None else [doc]
-            return
-        except json.JSONDecodeError:
-            pass  # JSON lines after all
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            counts["skipped_bad_json"] += 1
+        head: list[str] = []  # the lines up to the first one that is not blank
+        for line in fh:
+            head.append(line)
+            if line.strip():
+                break
+        stripped = "".join(head).lstrip()
+        if stripped.startswith("[") or (stripped.startswith("{") and not path.endswith((".jsonl", ".jsonl.gz"))):
+            text = "".join(head) + fh.read()
+            if stripped.startswith("["):  # one JSON document: a list of rows
+                try:
+                    doc = json.loads(text)
+                except json.JSONDecodeError:
+                    counts["skipped_bad_json"] += 1
+                    return
+                yield from doc
+                return
+            try:  # a JSON object holding the rows ({"data": [...]}) or a single row
+                doc = json.loads(text)
+                rows = next((v for v in doc.values() if isinstance(v, list)), None) if isinstance(doc, dict) else None
+                yield from rows if rows is not None else [doc]
+                return
+            except json.JSONDecodeError:
+                lines: Iterable[str] = text.splitlines()  # JSON lines after all
+        else:
+            lines = itertools.chain(head, fh)
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                counts["skipped_bad_json"] += 1
 
 
 def read_examples(path: str, source: str = "", counts: Counter | None = None) -> Iterator[dict[str, str]]:
@@ -99,68 +112,128 @@ def read_examples(path: str, source: str = "", counts: Counter | None = None) ->
             yield ex
 
 
+def mix_samples(sizes: Sequence[int], weights: Sequence[float], rng: random.Random) -> list[list[int]]:
+    """The seeded part of a mix: for each source, which of its examples the fractional part of its
+    weight takes (indices into the source, in draw order). Draws only for sources with a
+    fractional weight, in source order, so the examples themselves are never needed."""
+    samples = []
+    for size, weight in zip(sizes, weights):
+        if weight < 0:
+            raise ValueError(f"mix weights must be >= 0, got {weight}")
+        frac = weight - int(weight)
+        samples.append(rng.sample(range(size), round(frac * size)))
+    return samples
+
+
+def mix_order(sizes: Sequence[int], weights: Sequence[float], samples: Sequence[Sequence[int]],
+              rng: random.Random) -> array:
+    """The mix as positions in the sources laid end to end (source s starts at sum(sizes[:s])):
+    floor(w) copies of each source, then its sample, all shuffled with `rng` (after `mix_samples`
+    drew from it). A compact int64 array: 8 bytes per mixed example, for tens of millions."""
+    order = array("q")
+    start = 0
+    for size, weight, sample in zip(sizes, weights, samples):
+        for _ in range(int(weight)):
+            order.extend(range(start, start + size))
+        order.extend(start + i for i in sample)
+        start += size
+    rng.shuffle(order)  # the same swaps as on a list of examples of that length
+    return order
+
+
 def mix(sources: Sequence[tuple[Sequence[dict[str, Any]], float]], seed: int = 0) -> list[dict[str, Any]]:
     """A weighted mix of example lists, shuffled deterministically.
 
     Weight w takes floor(w) full copies of a source plus a seeded sample of frac(w) of it: 0.5 is
-    half the source, 2 is every example twice (upsampling)."""
+    half the source, 2 is every example twice (upsampling). Computed on indices (`mix_samples`,
+    `mix_order`), which is what lets training/prepared.py mix sources it does not hold in memory."""
     rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for examples, weight in sources:
-        if weight < 0:
-            raise ValueError(f"mix weights must be >= 0, got {weight}")
-        whole, frac = int(weight), weight - int(weight)
-        out.extend(ex for _ in range(whole) for ex in examples)
-        out.extend(rng.sample(list(examples), round(frac * len(examples))))
-    rng.shuffle(out)
-    return out
+    sizes, weights = [len(examples) for examples, _ in sources], [weight for _, weight in sources]
+    order = mix_order(sizes, weights, mix_samples(sizes, weights, rng), rng)
+    flat = [ex for examples, _ in sources for ex in examples]
+    return [flat[i] for i in order]
+
+
+def best_fit(lengths: Sequence[int], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where packing puts each sequence: best fit, longest first.
+
+    Sequences are taken longest first (ties in input order) and each goes to the open row with the
+    least room that still fits it (ties: the row opened first), or opens a new row. Returns
+    (order, row): the sequence indices in the order they are placed and the row each one goes to
+    (rows numbered as they are opened); a row holds its sequences in placement order.
+
+    Rooms are integers up to max_len, so the open rows are kept in buckets by room left (a heap of
+    row numbers each) with a sorted list of the rooms that have a bucket: a few microseconds per
+    sequence however many rows are open, and two int64 arrays of output, for millions of sequences."""
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if len(lengths) and int(lengths.max()) > max_len:
+        raise ValueError(f"an encoded example of {int(lengths.max())} tokens exceeds max_len {max_len}: "
+                         "encode with the same max_len")
+    order = np.argsort(-lengths, kind="stable")
+    row_of = np.empty(len(order), dtype=np.int64)
+    buckets: dict[int, list[int]] = {}  # room left -> heap of the rows with that room
+    rooms: list[int] = []  # sorted rooms that have a bucket
+    opened = 0
+    step = 1 << 16
+    for begin in range(0, len(order), step):
+        chunk = order[begin:begin + step]
+        for k, n in enumerate(lengths[chunk].tolist(), begin):
+            at = bisect.bisect_left(rooms, n)
+            if at < len(rooms):
+                room = rooms[at]
+                bucket = buckets[room]
+                slot = heapq.heappop(bucket)
+                if not bucket:
+                    del buckets[room]
+                    rooms.pop(at)
+            else:
+                room, slot = max_len, opened
+                opened += 1
+            row_of[k] = slot
+            left = room - n
+            if left > 0:
+                if left in buckets:
+                    heapq.heappush(buckets[left], slot)
+                else:
+                    buckets[left] = [slot]
+                    bisect.insort(rooms, left)
+    return order, row_of
 
 
 def pack(encoded: Sequence[dict[str, Any]], max_len: int) -> list[dict[str, list[int]]]:
-    """Pack encoded examples into rows of at most max_len tokens: best fit, longest first.
+    """Pack encoded examples into rows of at most max_len tokens: best fit, longest first (`best_fit`).
 
-    Examples are taken longest first (ties in input order) and each goes to the open row with the
-    least room that still fits it (a sorted list of rooms and bisect: n log n, for millions of
-    examples). Longest-first best fit fills rows far better than first fit in input order
-    (measured in bench/train.py). The row order is deterministic; training shuffles rows anyway.
+    Longest-first best fit fills rows far better than first fit in input order (measured in
+    bench/train.py). The row order is deterministic; training shuffles rows anyway.
 
     Each row holds concatenated input_ids and labels, `position_ids` restarting at 0 for each
     sequence (what keeps packed sequences apart in attention, with use_cache=False, see the stack
     notes) and `lengths`. The first token of each sequence keeps its own label: labels are shifted
     inside the model, so no target crosses a boundary as long as each label list starts at -100
     or the loss is computed per sequence."""
-    rows: list[dict[str, list[int]]] = []
-    rooms: list[tuple[int, int]] = []  # (room left, row index), sorted
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]["input_ids"]))
-    for i in order:
-        ex = encoded[i]
+    order, row_of = best_fit([len(ex["input_ids"]) for ex in encoded], max_len)
+    rows: list[dict[str, list[int]]] = [{"input_ids": [], "labels": [], "position_ids": [], "lengths": []}
+                                        for _ in range(int(row_of.max()) + 1 if len(row_of) else 0)]
+    for i, slot in zip(order.tolist(), row_of.tolist()):
+        ex, row = encoded[i], rows[slot]
         n = len(ex["input_ids"])
-        if n > max_len:
-            raise ValueError(f"an encoded example of {n} tokens exceeds max_len {max_len}: encode with the same max_len")
-        at = bisect.bisect_left(rooms, (n, -1))
-        if at < len(rooms):
-            room, slot = rooms.pop(at)
-        else:
-            rows.append({"input_ids": [], "labels": [], "position_ids": [], "lengths": []})
-            room, slot = max_len, len(rows) - 1
-        row = rows[slot]
         row["input_ids"] += ex["input_ids"]
         # The first label of a packed sequence would be predicted from the previous sequence's last token.
         row["labels"] += [IGNORE_INDEX] + list(ex["labels"][1:]) if row["lengths"] else list(ex["labels"])
         row["position_ids"] += list(range(n))
         row["lengths"].append(n)
-        if room - n > 0:
-            bisect.insort(rooms, (room - n, slot))
     return rows
 
 
 def padding_share(lengths: Sequence[int], batch_size: int) -> float:
     """Share of pad tokens when consecutive batches are padded to their longest sequence."""
-    real = padded = 0
-    for i in range(0, len(lengths), batch_size):
-        batch = lengths[i:i + batch_size]
-        real += sum(batch)
-        padded += max(batch) * len(batch)
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    if not len(lengths):
+        return 0.0
+    starts = np.arange(0, len(lengths), batch_size)
+    widths = np.maximum.reduceat(lengths, starts)
+    sizes = np.diff(np.append(starts, len(lengths)))
+    real, padded = int(lengths.sum()), int((widths * sizes).sum())
     return (padded - real) / padded if padded else 0.0
 
 

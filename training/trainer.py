@@ -11,9 +11,26 @@ loss.png, stats.json and tb/ (TensorBoard, when the tensorboard package is insta
 Started again with the same command after a crash, it loads the latest checkpoint and
 continues the same schedule from its step (same world size: ZeRO checkpoints are per rank).
 
+SIGTERM (what SLURM and Kubernetes send before killing; torchrun forwards it to its workers)
+lets every rank finish the optimizer step under way, save a checkpoint at that step and exit with
+code 143 (128 + SIGTERM, the code of a process the signal ended: schedulers and Kubeflow's
+ExitCode restart policy read 128-255 as "retry", where 0 would mark the unfinished run done). The
+same command resumes it. Leave a grace period longer than a step plus a checkpoint save: torchrun
+kills its workers 30 s after forwarding the signal unless given --shutdown-timeout (or
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT); SLURM's KillWait and Kubernetes' terminationGracePeriodSeconds
+bound it too.
+
+Under ZeRO-3 the weights are loaded partitioned (training/loading.py): each rank reads and holds
+only its share from the start (safetensors checkpoints with the model's own tensor names; others
+go through transformers' ZeRO-3 loading). The attention kernel is chosen per device
+(training/attention.py): flash-attention 2 on GPUs with the flash-attn package and bf16, else
+PyTorch's SDPA. stats.json records both, and each rank's resident memory around the load.
+
 The logged loss is the mean of the micro batches' token-mean losses over accumulation steps and
-processes (what DeepSpeed's gradient averages too). Every rank reads and encodes the whole data
-set: fine up to some 100k examples; beyond, encode once and cache (not done yet).
+processes (what DeepSpeed's gradient averages too). The data is tokenised once, by rank 0 while
+the other ranks wait (or beforehand with --prepare), into memory-mapped arrays under
+RUN/train/<model>/data/<key>/ (training/prepared.py; the key covers the tokenizer, the settings
+that change rows and the data files); every rank maps the same files, a restart reuses them.
 """
 from __future__ import annotations
 
@@ -22,6 +39,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import Counter
@@ -33,11 +51,12 @@ from webinstruct.core import io as fio
 from webinstruct.core.procs import free_port
 from webinstruct.training.batches import StepOrder, collate
 from webinstruct.training.config import TrainConfig, check_learning_rates, load_train_config
-from webinstruct.training.data import mix, pack, padding_share, read_examples
-from webinstruct.core.formatting import encode_all, ensure_chat_template
+from webinstruct.core.formatting import ensure_chat_template
 from webinstruct.core.registry import ModelNotFound, resolve
 from webinstruct.training.schedule import lr_factor, warmup_steps
 from webinstruct.core.resources import infra_path
+from webinstruct.training.attention import check_transformers_version, choose_attention
+from webinstruct.training import loading
 
 DEEPSPEED_DIR = infra_path("deepspeed")
 
@@ -82,22 +101,14 @@ def deepspeed_config(cfg: TrainConfig, world: int, on_gpu: bool) -> dict[str, An
     return ds
 
 
-def load_rows(cfg: TrainConfig, tokenizer) -> tuple[list[dict[str, Any]], Counter]:
-    """Read, mix (seeded), encode and optionally pack the recipe's data sources."""
-    counts: Counter = Counter()
-    sources = []
-    for src in cfg.data_sources():
-        sources.append((list(read_examples(src["path"], src["name"], counts)), float(src["weight"])))
-    encoded = encode_all(mix(sources, cfg.seed), tokenizer, cfg.format, cfg.max_len, counts)
-    counts["padding_share_unpacked"] = padding_share([len(e["input_ids"]) for e in encoded], cfg.micro_batch)
-    counts["padding_share_trained"] = 0.0 if cfg.padding_free else counts["padding_share_unpacked"]
-    if not cfg.packing:
-        return encoded, counts
-    rows = pack(encoded, cfg.max_len)
-    counts["packed_rows"] = len(rows)
-    counts["padding_share_packed"] = padding_share([len(r["input_ids"]) for r in rows], cfg.micro_batch)
-    counts["padding_share_trained"] = counts["padding_share_packed"]  # packed rows are padded, not flattened
-    return rows, counts
+def load_rows(cfg: TrainConfig, tokenizer) -> tuple[Any, Counter]:
+    """The recipe's data sources read, mixed (seeded), encoded and optionally packed, as memory-mapped
+    rows (training/prepared.py): prepared by rank 0 when missing, the other ranks waiting, then
+    mapped by every rank; the counts as before (read, kept, tokens, truncated, dropped, padding shares...)."""
+    from webinstruct.training.prepared import load_or_prepare
+
+    prepared = load_or_prepare(cfg, tokenizer)
+    return prepared.rows, prepared.counts(cfg.micro_batch, cfg.padding_free)
 
 
 class RunLog:
@@ -190,15 +201,58 @@ def loss_curve(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+STOP_EXIT_CODE = 143  # 128 + SIGTERM: what a shell reports for a process the signal ended
+
+
+class StoppedBySignal(SystemExit):
+    """Raised on every rank once the checkpoint of a SIGTERM stop is saved: the process exits 143."""
+
+    def __init__(self, step: int, total: int):
+        super().__init__(STOP_EXIT_CODE)
+        self.step, self.total = step, total
+
+
+class StopRequest:
+    """Notes a SIGTERM while installed (the step under way goes on); `agreed` tells every rank at a
+    step boundary whether any rank got one, since the signal reaches ranks at different moments."""
+
+    def __init__(self, rank: int):
+        self.rank, self.signalled, self.previous = rank, False, None
+
+    def install(self) -> None:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            self.previous = signal.signal(signal.SIGTERM, self._note)
+
+    def uninstall(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+            self.previous = None
+
+    def _note(self, signum, frame) -> None:
+        if not self.signalled and self.rank == 0:
+            os.write(2, b"SIGTERM: finishing the optimizer step under way, then saving a checkpoint\n")
+        self.signalled = True
+
+    def agreed(self, device) -> bool:
+        import torch
+
+        flag = torch.tensor([int(self.signalled)], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train with DeepSpeed in the current process group; returns the stats (on every rank)."""
     ensure_dist_env()
     import torch
     import deepspeed
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     started = time.time()
+    check_transformers_version()
     resolved = resolve(cfg.model, cfg.model_path)  # ModelNotFound before any process group work
     deepspeed.init_distributed(dist_backend=None)
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -214,13 +268,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rows, counts = load_rows(cfg, tokenizer)
 
     dtype = torch.bfloat16 if (cfg.bf16 and on_gpu) else torch.float32
+    attn, attn_why = choose_attention(on_gpu, dtype, flattened=cfg.packing or cfg.padding_free)
+    ds_config = deepspeed_config(cfg, world, on_gpu)  # before the model: under ZeRO-3 it is built partitioned
     torch.manual_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=dtype)
+    plan = loading.plan_load(resolved.path, dtype, attn, ds_config)  # config and checkpoint headers only
+    peak_reset = loading.reset_peak_rss()  # resident memory of this rank: before, and peak while loading
+    rss_before = loading.rss_mib()
+    model, hf_ds_config = loading.load_model(plan)
+    load_peak = loading.peak_rss_mib()
+    n_params = loading.parameter_count(model)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
-    ds_config = deepspeed_config(cfg, world, on_gpu)
     accum = ds_config["gradient_accumulation_steps"]
     order = StepOrder(len(rows), cfg.micro_batch, accum, world, cfg.seed)
     total = order.steps_per_epoch * cfg.epochs
@@ -234,6 +294,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=ds_config, lr_scheduler=scheduler)
+    init_peak = loading.peak_rss_mib()
+    memory = _memory_per_rank(rss_before, load_peak, init_peak, peak_reset, world)
     step = 0
     tag = latest_tag(ckpt_dir)
     if tag is not None:
@@ -248,13 +310,27 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if rank == 0:
         print(f"{resolved.name}: {len(rows)} rows, world {world}, micro batch {cfg.micro_batch} x accumulation "
               f"{accum} = {ds_config['train_batch_size']} per step, {total} steps ({warmup} warmup), "
-              f"lr {cfg.learning_rate():g}, ZeRO-{cfg.zero_stage}, {dtype}"
+              f"lr {cfg.learning_rate():g}, ZeRO-{cfg.zero_stage}, {dtype}, weights loaded {plan.how}, "
+              f"attention {attn} ({attn_why})"
               + (f", resuming at step {step} ({tag})" if step else ""), flush=True)
+        print(f"resident memory per rank (MiB): before loading {_mib(memory['rss_before_load'])}; peak growth "
+              f"while loading {_mib(memory['load_peak_growth'], '+')}, through deepspeed.initialize "
+              f"{_mib(memory['initialize_peak_growth'], '+')}", flush=True)
 
     device = engine.device
     engine.train()
     bar = tqdm(total=total, initial=step, disable=rank != 0, desc="train", dynamic_ncols=True)
     trained_tokens = 0
+
+    def save(at: int, epoch: int) -> None:
+        engine.save_checkpoint(str(ckpt_dir), tag=f"step{at}",
+                               client_state={"step": at, "epoch": epoch, "total_steps": total,
+                                             "rows": len(rows), "seed": cfg.seed})
+        if rank == 0:
+            prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+
+    stop, stopped = StopRequest(rank), False
+    stop.install()
     while step < total:
         t0 = time.time()
         lr = engine.get_lr()[0]  # the rate this step's update uses
@@ -282,19 +358,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.write(record)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}")
-        if (cfg.save_every and step % cfg.save_every == 0) or step == total:
-            engine.save_checkpoint(str(ckpt_dir), tag=f"step{step}",
-                                   client_state={"step": step, "epoch": record["epoch"], "total_steps": total,
-                                                 "rows": len(rows), "seed": cfg.seed})
-            if rank == 0:
-                prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+        saved = bool(cfg.save_every and step % cfg.save_every == 0) or step == total
+        if saved:
+            save(step, record["epoch"])
+        if stop.agreed(device):  # every rank, every step: all stop at the same step
+            if not saved:
+                save(step, record["epoch"])
+            stopped = True
+            break
+    stop.uninstall()
     bar.close()
+    if stopped:
+        log.close()
+        loading.release_hf_deepspeed_config()
+        if rank == 0:
+            print(f"stopped by SIGTERM at step {step} of {total}: checkpoint {ckpt_dir / f'step{step}'} saved; "
+                  f"run the same command again to resume (exit code {STOP_EXIT_CODE})", flush=True)
+        raise StoppedBySignal(step, total)
 
     export_model(engine, engine.module, tokenizer, out / "final", cfg.zero_stage, rank)
     stats = {"model": resolved.name, "model_path": resolved.path, "world_size": world, "steps": total,
              "warmup_steps": warmup, "grad_accumulation": accum, "rows": len(rows),
              "tokens_trained_this_session": trained_tokens, **dict(counts),
              "dropped": counts.get("dropped_prompt_too_long", 0),
+             "attn_implementation": attn, "attention_reason": attn_why, "model_load": plan.how,
+             "model_parameters": n_params, "memory_mib": memory,
              "wall_seconds_this_session": round(time.time() - started, 1)}
     if rank == 0:
         records = log.records()
@@ -305,7 +393,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             loss_curve(records, out / "loss.png", f"{resolved.name} ({cfg.recipe})")
         print(f"done: {total} steps, model in {out / 'final'}", flush=True)
     log.close()
+    loading.release_hf_deepspeed_config()
+    del hf_ds_config
     return stats
+
+
+def _memory_per_rank(before: float | None, load_peak: float | None, init_peak: float | None, peak_reset: bool,
+                     world: int) -> dict[str, Any]:
+    """Every rank's resident memory before the model load and its peak growth while loading and through
+    deepspeed.initialize (MiB, all ranks take part). A whole load maps the checkpoint lazily: its
+    weights come into memory in deepspeed.initialize. Without a peak reset (`peak_reset` false) the
+    peaks date from process start: upper bounds."""
+    import torch
+
+    mine = (before, load_peak, init_peak)
+    ranks: list[Any] = [None] * world
+    torch.distributed.all_gather_object(ranks, mine)
+
+    def growth(i: int) -> list[float | None]:
+        return [round(r[i] - r[0], 1) if r[i] is not None and r[0] is not None else None for r in ranks]
+
+    return {"rss_before_load": [round(r[0], 1) if r[0] is not None else None for r in ranks],
+            "load_peak_growth": growth(1), "initialize_peak_growth": growth(2), "peak_reset": peak_reset}
+
+
+def _mib(values: list[float | None], sign: str = "") -> str:
+    return ", ".join("?" if v is None else f"{sign}{v:.0f}" for v in values)
 
 
 def train_stages(cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -328,6 +441,8 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(p, TrainConfig, section="train")
     # torchrun reads `--run` after the script as an abbreviation of its own --run-path: use --run-dir there.
     p.add_argument("--run-dir", dest="train.run", default=argparse.SUPPRESS, help="same as --run")
+    p.add_argument("--prepare", action="store_true",
+                   help="only tokenise the data into RUN/train/<model>/data/<key>/ (reused when there) and exit")
     return p
 
 
@@ -337,6 +452,7 @@ def load_from_args(args: argparse.Namespace) -> TrainConfig:
     recipe = args.config or overrides.get("recipe") or ""  # none: the model's (training.config.default_recipe)
     cfg = load_train_config(recipe, flags=given_flags(overrides), **overrides)
     check_learning_rates(cfg)
+    check_transformers_version()  # a ValueError here is one line, before any process group or model
     return cfg
 
 
@@ -347,6 +463,14 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.prepare:
+        from webinstruct.training.prepared import prepare_and_describe
+        try:
+            print(prepare_and_describe(cfg))
+        except (ModelNotFound, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         train_stages(cfg)
     except (ModelNotFound, FileNotFoundError) as err:
