@@ -76,11 +76,12 @@ def test_rerun_sends_no_request_and_writes_the_same_rows(augmented, llm_server):
 def test_make_train_accepts_the_shards(augmented):
     run, _, _ = augmented
     rows = json.loads((run / "augment" / "stats.json").read_text())["rows_out"]
-    # The MetaMath recipe trains on RUN/augment; the dry run reads and encodes it with the tokenizer.
-    proc = subprocess.run(["make", "-s", "train", f"RUN={run}", "RECIPE=metamath", "MODEL=smollm2-135m", "DRY_RUN=1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # The MetaMath recipe trains on RUN/augment; the dry run reads and encodes it with the tokenizer. The recipe
+    # has no rate for the embedded model (the paper trained 7B models): it is given, else the plan stops.
+    proc = subprocess.run(["make", "-s", "train", f"RUN={run}", "RECIPE=metamath", "MODEL=smollm2-135m", "DRY_RUN=1",
+                           "TRAIN_ARGS=--lr 2e-5"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"data             {rows} sequences" in proc.stdout
+    assert f"data             {rows} sequences" in proc.stdout and "learning rate    2e-05 (set with lr)" in proc.stdout
 
 
 def test_training_reads_augment_shards(tmp_path):

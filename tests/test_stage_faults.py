@@ -490,9 +490,9 @@ def augment_args(run, url, seeds_file) -> list[str]:
 
 def train_args(run, model_dir) -> list[str]:
     """The reader of RUN/augment: a training dry run of the MetaMath recipe (data `{run}/augment`),
-    with the embedded model's tokenizer."""
+    with the embedded model's tokenizer (and a rate: the recipe has none for it)."""
     return ["train", "--dry-run", "--recipe", "metamath", "--run", str(run), "--model", "smollm2-135m",
-            "--model-path", model_dir]
+            "--model-path", model_dir, "--lr", "2e-5"]
 
 
 @pytest.fixture(scope="module")

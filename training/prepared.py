@@ -68,6 +68,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from webinstruct.core import io as fio
 from webinstruct.core.formatting import IGNORE_INDEX, encode
 from webinstruct.training.config import TrainConfig
 from webinstruct.training.data import best_fit, mix_order, mix_samples, padding_share, read_examples
@@ -646,9 +647,7 @@ def load_or_prepare(cfg: TrainConfig, tokenizer) -> Prepared:
         except BaseException as err:
             with contextlib.suppress(OSError):  # whole or absent, for the ranks polling for it
                 failed.parent.mkdir(parents=True, exist_ok=True)
-                note = failed.with_name(failed.name + ".tmp")
-                note.write_text(f"{type(err).__name__}: {err}\n")
-                os.replace(note, failed)
+                fio.write_atomic(failed, f"{type(err).__name__}: {err}\n")
             raise
     waited, told = time.time(), False
     while True:
