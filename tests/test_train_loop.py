@@ -199,8 +199,11 @@ def test_sigterm_saves_at_the_step_and_resumes(tiny, full_run):
         if first:
             assert f"resuming at step {first} (step{first})" in text
         stops.append((at, code))
-    # torchrun lists its failed workers' exit codes when it was not signalled itself
-    assert text.count("exitcode  : 143") == 2, text[-3000:]
+    # torchrun lists its failed workers' exit codes when it was not signalled itself: rank 1 exits 143 after the
+    # save; rank 0 too, unless torchrun, which stops the other workers as soon as one has failed, reaches it with
+    # its own SIGTERM while it is leaving (-15; its stop message and the checkpoint are checked above).
+    assert "exitcode  : 143" in text, text[-3000:]
+    assert re.findall(r"exitcode  : (-?\d+)", text) and set(re.findall(r"exitcode  : (-?\d+)", text)) <= {"143", "-15"}
     done_file = tiny["root"] / "sigterm-done.out"
     assert _launch(tiny, run, done_file, "--save-every", "0").wait(timeout=600) == 0, done_file.read_text()[-3000:]
     print(f"\nSIGTERM stops at steps {stops} (step, torchrun's exit code), resumed to the end: {time.time() - t0:.1f} s")
