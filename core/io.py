@@ -344,7 +344,8 @@ def process_temp_dir(prefix: str = "webinstruct-") -> str:
 
 # ---- writing ----------------------------------------------------------------------------------
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename or a new file in `directory` durable (best effort: some file systems refuse)."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -388,7 +389,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
                 os.close(fd)
             os.chmod(tmp, ATOMIC_MODE)
             os.replace(tmp, path)
-            _fsync_dir(directory)
+            fsync_dir(directory)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -7,9 +7,11 @@ run never leaves orphans holding CPU or memory.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -37,3 +39,37 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> boo
     except (OSError, AttributeError):
         return True
     return parent is None or os.getppid() == parent
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie still answers kill(0); /proc tells them apart
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+_BOOT = ("import sys, json, importlib; sys.path[:] = json.loads(sys.argv[1]); "
+         "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])(int(sys.argv[4]))")
+
+
+def spawn_connected(module: str, function: str, env: dict[str, str] | None = None):
+    """A fresh interpreter (not a fork: the caller may hold threads) with this process's sys.path,
+    running `module.function(fd)`, fd its end of a socket pair; returns (Popen, Connection), the
+    connection seeing EOF when the child dies. `env` is added to this process's environment."""
+    import json
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    mine, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BOOT, json.dumps([str(p) for p in sys.path]), module, function, str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env={**os.environ, **env} if env else None)
+    theirs.close()  # else no EOF reaches this side when the child dies
+    return proc, Connection(mine.detach())

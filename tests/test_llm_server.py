@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from webinstruct.core.procs import pid_alive
 from webinstruct.core import embedded as E
 from webinstruct.pipeline.llm import server as L
 
@@ -58,7 +59,7 @@ def test_missing_package_is_explained(monkeypatch, tmp_path):
 
 def _wait_gone(pids, seconds=5.0) -> bool:
     deadline = time.monotonic() + seconds
-    while any(L._alive(p) for p in pids):
+    while any(pid_alive(p) for p in pids):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -67,7 +68,7 @@ def _wait_gone(pids, seconds=5.0) -> bool:
 
 def _started_group(pgid, n):
     deadline = time.monotonic() + 10
-    while len(members := [p for p in L._group_members(pgid) if L._alive(p)]) < n:
+    while len(members := [p for p in L._group_members(pgid) if pid_alive(p)]) < n:
         assert time.monotonic() < deadline, members
         time.sleep(0.1)
     return members
@@ -226,7 +227,7 @@ def test_detached_serve_and_stop(llm_model_dir, tmp_path, monkeypatch):
 
         out = run("stop")
         assert "LLM server stopped" in out.stdout, out.stderr[-3000:]
-        assert not any(L._alive(p) for p in members)
+        assert not any(pid_alive(p) for p in members)
         assert not _port_open(state["url"])
         assert L.detached_url() is None
         assert not (tmp_path / "llm-server" / "server.json").exists()

@@ -69,6 +69,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from webinstruct.core import io as fio
+from webinstruct.core.procs import pid_alive
 from webinstruct.core.formatting import IGNORE_INDEX, encode
 from webinstruct.training.config import TrainConfig
 from webinstruct.training.data import best_fit, mix_order, mix_samples, padding_share, read_examples
@@ -540,27 +541,8 @@ def _build(folder: Path, cfg: TrainConfig, tokenizer, inputs: dict[str, Any], ke
     (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
     (folder / MARKER).write_text(json.dumps({"key": key, "files": files}, indent=2) + "\n")
-    _fsync_dir(folder)
+    fio.fsync_dir(folder)
     return meta
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale_temporaries(root: Path, key: str) -> None:
@@ -568,7 +550,7 @@ def _remove_stale_temporaries(root: Path, key: str) -> None:
     host = socket.gethostname()
     for tmp in root.glob(f".tmp-{key}-*"):
         owner_host, _, pid = tmp.name[len(f".tmp-{key}-"):].rpartition("-")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -605,7 +587,7 @@ def prepare(cfg: TrainConfig, tokenizer, workers: int | None = None,
             if open_prepared(folder) is None:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-        _fsync_dir(root)
+        fio.fsync_dir(root)
         (root / f".failed-{key}").unlink(missing_ok=True)  # a failed attempt's note (training/load_or_prepare)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,21 +13,16 @@ its error, and `close` stops them all. Replicas die with this process (Linux: SI
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
-from webinstruct.core.procs import die_with_parent
+from webinstruct.core.procs import die_with_parent, spawn_connected
 
 STOP_WAIT = 60.0  # seconds a replica may take to shut its engine down before it is killed
-_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-         "from webinstruct.evaluation.backends.replicas import _serve; _serve(int(sys.argv[2]))")
 
 
 def _serve(fd: int) -> None:
@@ -72,12 +67,7 @@ class _Replica:
                  cpus: list[int] | None):
         self.index, self.label = index, f"replica {index}" + "".join(
             f" ({k}={v})" for k, v in env.items() if k == "CUDA_VISIBLE_DEVICES")
-        mine, theirs = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, json.dumps([str(p) for p in sys.path]), str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env={**os.environ, **env})
-        theirs.close()  # else no EOF reaches this side when the replica dies
-        self.conn = Connection(mine.detach())
+        self.proc, self.conn = spawn_connected(__name__, "_serve", env)
         try:
             self.conn.send((factory, args, kwargs, cpus))
         except OSError:  # it died at once: receive() reports it

@@ -23,11 +23,9 @@ charged to the first answer. Workers die with the pool's thread, hence with the 
 from __future__ import annotations
 
 import importlib
-import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -37,12 +35,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from webinstruct.core.procs import die_with_parent
+from webinstruct.core.procs import die_with_parent, spawn_connected
 
 START_TIMEOUT = 120.0  # seconds a worker may take to import its modules
 START_FAILURES = 3  # give up (outcome "error" for what is left) after this many failed starts in a row
-_BOOT = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
-         "from webinstruct.evaluation.grading.pool import _serve; _serve(int(sys.argv[2]))")
 
 
 @dataclass(frozen=True)
@@ -86,12 +82,7 @@ def _serve(fd: int) -> None:
 
 class _Worker:
     def __init__(self, fn: Callable, preload: tuple[str, ...]):
-        mine, theirs = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, json.dumps([str(p) for p in sys.path]), str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        theirs.close()  # else the parent never sees EOF when the worker dies
-        self.conn = Connection(mine.detach())
+        self.proc, self.conn = spawn_connected(__name__, "_serve")
         self.started = time.monotonic()
         self.ready = False
         self.task: tuple[_Job, int] | None = None

@@ -30,7 +30,7 @@ from webinstruct.core import io as fio
 from webinstruct.core import placement as P
 from webinstruct.core.config import ConfigError
 from webinstruct.core.embedded import DEFAULT_MODEL, EMBEDDED, cache_root, ensure_model  # noqa: F401
-from webinstruct.core.procs import free_port
+from webinstruct.core.procs import free_port, pid_alive
 
 DEFAULT_PORT = 8000
 
@@ -49,19 +49,6 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) still answers kill(0); /proc tells them apart.
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
 def _kill_group(pgid: int, grace: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     """Stop a server's process group: SIGTERM to its supervisor (which stops vLLM and then the
     rest of the group), SIGKILL to the whole group if anything is left after `grace` seconds."""
@@ -70,12 +57,12 @@ def _kill_group(pgid: int, grace: float = 30.0, proc: subprocess.Popen | None = 
         while time.monotonic() < deadline:
             if proc is not None:
                 proc.poll()  # reap the leader so it does not linger as a zombie
-            if not any(_alive(p) for p in _group_members(pgid)):
+            if not any(pid_alive(p) for p in _group_members(pgid)):
                 return True
             time.sleep(0.2)
         return False
 
-    if _alive(pgid):
+    if pid_alive(pgid):
         os.kill(pgid, signal.SIGTERM)
         if gone(grace):
             return
@@ -351,7 +338,7 @@ def _recorded_group_alive(pid: int) -> bool:
     """Whether the recorded server's process group still has live members. A pid is not reused
     while its process group exists, so live members are ours -- unless the leader's pid now
     belongs to a new, unrelated group leader: that one must look like vLLM."""
-    members = [p for p in _group_members(pid) if _alive(p)]
+    members = [p for p in _group_members(pid) if pid_alive(p)]
     if pid in members:
         with contextlib.suppress(OSError):
             return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
