@@ -20,6 +20,7 @@ from webinstruct.evaluation import predictions as P
 from webinstruct.evaluation.backends import Generation
 from webinstruct.evaluation.backends.replicas import ReplicaBackend, split
 from webinstruct.evaluation.protocols import Request
+from webinstruct.core.procs import pid_alive
 
 
 class _Echo:
@@ -52,11 +53,7 @@ def _echo_or_fail(pid_dir: str) -> _Echo:
 
 
 def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return not pid_alive(pid)
 
 
 def _req(text: str) -> Request:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from webinstruct.evaluation.grading.pool import IsolatedPool, Outcome
+from webinstruct.core.procs import pid_alive
 
 
 def _pid(_: int) -> int:
@@ -29,11 +30,7 @@ def _crash_on(x: int) -> int:
 
 
 def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+    return not pid_alive(pid)
 
 
 def test_the_same_workers_serve_every_submission():
