@@ -374,3 +374,63 @@ def test_decode_declared_legacy_charsets_use_their_supersets():
     assert got.startswith(text) and reason == "lossy"
     got, reason = decode_html("テスト".encode("cp932"), "shift_jis")
     assert got == "テスト"
+
+
+RAW_TEX_BLOG = r"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Notes on the Gaussian integral</title>
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({tex2jax: {inlineMath: [['$','$'], ['\\(','\\)']], processEscapes: true}});
+</script>
+<script src="https://cdn.example.net/mathjax/2.7.9/MathJax.js?config=TeX-AMS_HTML"></script>
+</head><body>
+<header class="site-header"><nav class="main-menu"><a href="/">Home</a> <a href="/about">About</a>
+<a href="/archive">Archive</a></nav></header>
+<div id="content"><article class="post">
+<h1 class="entry-title">Notes on the Gaussian integral</h1>
+<div class="entry-content">
+<p>Let $I = \int_{-\infty}^{\infty} e^{-x^2}\,dx$. We claim that $I^2 = \pi$, so that
+\(I = \sqrt{\pi}\).</p>
+<p>In polar coordinates $(r,\theta)$ with $0 &lt; r &lt; \infty$ and $0 \le \theta &lt; 2\pi$:</p>
+<p>$$I^2 = \int_0^{2\pi}\!\int_0^{\infty} e^{-r^2}\, r\,dr\,d\theta = \pi.$$</p>
+<p>More generally, for $a &gt; 0$,
+\[ \int_{-\infty}^{\infty} e^{-a x^2 + b x}\,dx = \sqrt{\frac{\pi}{a}}\; e^{b^2/(4a)}. \]</p>
+<p>\begin{equation}\label{eq:mean} \mathbb{E}[X] = \sum_{k=1}^{n} p_k x_k \end{equation}</p>
+<p>\begin{align}
+f(x) &amp;= (x+1)^2 \\<br />
+&amp;= x^2 + 2x + 1 \\<br />
+&amp;\geq 0 \quad \text{for all } x \in \mathbb{R}
+\end{align}</p>
+<p>The set $\{ x : |x - \mu| &lt; \epsilon \}$ and $\begin{pmatrix} a &amp; b \\ c &amp; d
+\end{pmatrix}$ are unrelated; $a_{ij}^{(k)}$ is notation, see \eqref{eq:mean}.
+It costs \$5, and 50% is $50\%$; `code` stays.</p>
+</div></article>
+<aside class="sidebar"><h3>Recent posts</h3><ul><li><a href="/p1">Fourier series</a></li>
+<li><a href="/p2">Gamma function</a></li></ul></aside></div>
+<footer class="site-footer">Copyright 2021 A Math Blog</footer>
+</body></html>"""
+
+
+def test_raw_latex_blog_keeps_its_tex_verbatim():
+    from webinstruct.pipeline.text.cleanup import remove_chrome
+
+    text = html_to_text(RAW_TEX_BLOG)
+    text, _ = remove_chrome(text)  # the extract stage's cleanup must not touch math either
+    flat_text = flat(text)
+    for piece in (
+        r"$I = \int_{-\infty}^{\infty} e^{-x^2}\,dx$", r"$I^2 = \pi$", r"\(I = \sqrt{\pi}\)",
+        r"$0 < r < \infty$", r"$0 \le \theta < 2\pi$", r"$a > 0$",
+        r"$$I^2 = \int_0^{2\pi}\!\int_0^{\infty} e^{-r^2}\, r\,dr\,d\theta = \pi.$$",
+        r"\[ \int_{-\infty}^{\infty} e^{-a x^2 + b x}\,dx = \sqrt{\frac{\pi}{a}}\; "
+        r"e^{b^2/(4a)}. \]",
+        r"\begin{equation}\label{eq:mean} \mathbb{E}[X] = \sum_{k=1}^{n} p_k x_k \end{equation}",
+        r"\begin{align} f(x) &= (x+1)^2 \\", r"&= x^2 + 2x + 1 \\",
+        r"&\geq 0 \quad \text{for all } x \in \mathbb{R} \end{align}",
+        r"$\{ x : |x - \mu| < \epsilon \}$",
+        r"$\begin{pmatrix} a & b \\ c & d \end{pmatrix}$", r"$a_{ij}^{(k)}$",
+        r"\eqref{eq:mean}", r"\$5", r"$50\%$", "`code` stays",
+    ):
+        assert flat(piece) in flat_text, piece
+    # Every TeX command of the page's math comes through, and none of the chrome.
+    body = RAW_TEX_BLOG.split('<div class="entry-content">')[1].split("</div>")[0]
+    assert tex_commands(text) == tex_commands(body)
+    assert "Recent posts" not in text and "Copyright" not in text and "Archive" not in text

@@ -22,6 +22,7 @@ import threading
 
 from lxml import etree
 
+from .asciimath import to_tex as asciimath_to_tex
 from .math_markup import MATH_ATTR, convert_math
 
 __all__ = ["decode_html", "html_to_text", "cheap_text"]
@@ -515,10 +516,18 @@ _CHEAP_STRIP = re.compile(
     r"|[^>]*>)", re.I)
 # Case spelled out rather than re.I: a case-sensitive pattern lets re jump from "<" to "<".
 _CHEAP_MATH_SCRIPT = re.compile(
-    r"<[sS][cC][rR][iI][pP][tT]\b[^>]*math/tex[^>]*>"
+    r"<[sS][cC][rR][iI][pP][tT]\b[^>]*math/(tex|asciimath)[^>]*>"
     r"([^<]*(?:<(?![/][sS][cC][rR][iI][pP][tT])[^<]*)*)</[sS][cC][rR][iI][pP][tT]\s*>")
 _CHEAP_IMG = re.compile(r"<[iI][mM][gG]\b[^>]*>")
 _CHEAP_ALT = re.compile(r"alt=(?:\"([^\"]*)\"|'([^']*)')", re.I)
+
+
+def _cheap_script(m) -> str:
+    body = m.group(2).strip()
+    if m.group(1) == "asciimath":
+        # Escaped again: tags are stripped and entities decoded after this substitution.
+        body = _htmlmod.escape(asciimath_to_tex(body), quote=False)
+    return f" ${body}$ "
 
 
 def _cheap_img(m) -> str:
@@ -530,13 +539,14 @@ def _cheap_img(m) -> str:
 
 
 def cheap_text(html: str) -> str:
-    """Fast tag-stripped text: scripts/styles/comments removed, TeX scripts and LaTeX image
-    alts kept as `$tex$`, entities unescaped, whitespace collapsed.  No boilerplate removal."""
+    """Fast tag-stripped text: scripts/styles/comments removed, TeX (and AsciiMath) scripts
+    and LaTeX image alts kept as `$tex$`, entities unescaped, whitespace collapsed.  No
+    boilerplate removal."""
     if not html or not isinstance(html, str):
         return ""
     s = html
-    if "math/tex" in s:
-        s = _CHEAP_MATH_SCRIPT.sub(lambda m: f" ${m.group(1).strip()}$ ", s)
+    if "math/tex" in s or "math/asciimath" in s:
+        s = _CHEAP_MATH_SCRIPT.sub(_cheap_script, s)
     if "latex" in s or "codecogs" in s or "mathtex" in s:
         s = _CHEAP_IMG.sub(_cheap_img, s)
     s = _CHEAP_STRIP.sub(" ", s)

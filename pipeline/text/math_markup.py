@@ -7,6 +7,11 @@ as `$tex$` (inline) or `$$tex$$` (display) exactly once.  Every converted formul
 fresh element carrying the attribute `data-wi-math` ("inline" -> `span`, "display" -> `div`),
 whose text is the delimited TeX; the serialiser needs no other math knowledge.
 
+AsciiMath becomes TeX too (`asciimath.to_tex`): `<script type="math/asciimath">` like the TeX
+scripts, and `backtick` spans in the text, but only on pages that load MathJax's AsciiMath
+input or ASCIIMathML.js (`_loads_asciimath`), since elsewhere backticks are just backticks;
+code, pre and the other tags MathJax skips keep theirs.
+
 TeX that is already plain text (`$...$`, `\\(...\\)`, `[tex]...[/tex]` ...) is left alone: it
 survives serialisation as text.
 """
@@ -16,6 +21,8 @@ import re
 from urllib.parse import unquote_plus
 
 from lxml import etree
+
+from .asciimath import to_tex as asciimath_to_tex
 
 MATH_ATTR = "data-wi-math"
 
@@ -42,16 +49,25 @@ def convert_math(root, source: str | None = None) -> int:
 
     `source`, the page's HTML text, lets pages without math markers skip the search.
     """
-    if root is None or (source is not None and not any(m in source for m in _MARKERS)):
+    if root is None:
         return 0
+    # Backtick AsciiMath needs a backtick (a memchr-speed test) and a page that loads an
+    # AsciiMath typesetter, which the page's <script> elements tell (see _loads_asciimath).
+    ticks = source is None or "`" in source
+    if source is not None and not ticks and not any(m in source for m in _MARKERS):
+        return 0
+    backticks = False
     # Every form is reachable from four tags (lxml filters tags in C; class tests in XPath
     # cost a full scan per test): KaTeX, Wikipedia and MathJax-frame math all carry a
     # <math> whose ancestors say which wrapper to replace.
     scripts, others = [], []
     for el in root.iter("script", "math", "mjx-container", "img"):
         if el.tag == "script":
-            if "math/tex" in (el.get("type") or ""):
+            kind = el.get("type") or ""
+            if "math/tex" in kind or "math/asciimath" in kind:
                 scripts.append(el)
+            elif ticks and not backticks:
+                backticks = _loads_asciimath(el)
         else:
             others.append(el)
     done = 0
@@ -69,10 +85,39 @@ def convert_math(root, source: str | None = None) -> int:
             done += _mjx_container(el)
         else:
             done += _math_in_context(el)
+    if backticks:
+        done += _backtick_math(root)
     return done
 
 
-_MARKERS = ("math/tex", "<math", "<MATH", "mjx-container", "<img", "<IMG")
+_MARKERS = ("math/tex", "math/asciimath", "<math", "<MATH", "mjx-container", "<img", "<IMG")
+# What a page that typesets `backtick` AsciiMath contains: MathJax v2 combined configurations
+# (AM_CHTML, TeX-MML-AM_HTMLorMML ...) or its asciimath2jax preprocessor, the AsciiMath input
+# jax / v3 component (input/asciimath), or asciimath's own ASCIIMathML.js.
+_AM_MARKERS = ("AM_CHTML", "AM_HTMLorMML", "AM_SVG", "asciimath2jax", "input/asciimath",
+               "input/AsciiMath", "ASCIIMathML", "asciimathml", "ASCIIMathTeXImg")
+
+
+# Inline scripts longer than this are application code, not a MathJax configuration.
+_CONFIG_MAX = 20000
+
+
+def _loads_asciimath(script) -> bool:
+    """True when a <script> loads or configures AsciiMath typesetting, by its src or (for a
+    short inline script) its text.
+
+    Checking scripts, not the raw page, keeps this cheap: a substring scan of a whole page
+    costs ~0.1 ms per marker (0.3 ns a character), while a page's inline scripts are a
+    fraction of it, and three short needles shared by all markers screen them first."""
+    src = script.get("src")
+    if src and any(m in src for m in _AM_MARKERS):
+        return True
+    text = script.text
+    if not text or len(text) >= _CONFIG_MAX:
+        return False
+    if "AM_" in text or "ciimath" in text or "ciiMath" in text or "CIIMath" in text:
+        return any(m in text for m in _AM_MARKERS)
+    return False
 
 
 def _math_in_context(m) -> int:
@@ -96,8 +141,11 @@ def _math_in_context(m) -> int:
 # -- handlers ------------------------------------------------------------------------------
 
 def _script(el) -> int:
+    kind = el.get("type") or ""
     tex = (el.text or "").strip()
-    display = "mode=display" in (el.get("type") or "").replace(" ", "")
+    if tex and "math/asciimath" in kind:
+        tex = asciimath_to_tex(tex)
+    display = "mode=display" in kind.replace(" ", "")
     # MathJax v2 puts its preview and rendered frame right before the script.
     prev = el.getprevious()
     while prev is not None and isinstance(prev.tag, str) and \
@@ -189,6 +237,77 @@ def _img(el) -> int:
         tex.startswith("\\displaystyle") and _starts_block(el))
     _replace(el, tex, display)
     return 1
+
+
+# Where MathJax does not look for math, and our own formulas.
+_NO_MATH_TAGS = frozenset("pre code kbd samp tt script noscript style textarea title "
+                          "annotation annotation-xml math".split())
+_IGNORE_CLASS = re.compile(r"(?:asciimath2jax|tex2jax|mathjax)_ignore", re.I)
+_BACKTICK_SPAN = re.compile(r"`([^`]+)`")
+
+
+def _backtick_math(root) -> int:
+    """Turn `asciimath` in text nodes into inline TeX formulas; return how many."""
+    todo = []  # (element, in_tail) whose text holds a backtick pair
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        if el.text and el.text.count("`") > 1:
+            todo.append((el, False))
+        if el.tail and el.tail.count("`") > 1:
+            todo.append((el, True))
+    done = 0
+    for el, in_tail in todo:
+        # A text belongs to its element; a tail to the element's parent.
+        owner = el.getparent() if in_tail else el
+        if owner is None or _math_skipped(owner):
+            continue
+        done += _split_backticks(el, in_tail)
+    return done
+
+
+def _math_skipped(el) -> bool:
+    while el is not None:
+        tag = el.tag
+        if isinstance(tag, str):
+            if tag in _NO_MATH_TAGS or el.get(MATH_ATTR) is not None:
+                return True
+            cls = el.get("class")
+            if cls and "ignore" in cls and _IGNORE_CLASS.search(cls):
+                return True
+        el = el.getparent()
+    return False
+
+
+def _split_backticks(el, in_tail: bool) -> int:
+    text = el.tail if in_tail else el.text
+    pieces, last, spans = [], 0, []
+    for m in _BACKTICK_SPAN.finditer(text):
+        body = m.group(1).strip()
+        if not body:
+            continue
+        pieces.append(text[last:m.start()])
+        span = etree.Element("span")
+        span.set(MATH_ATTR, "inline")
+        span.text = f"${asciimath_to_tex(body)}$"
+        spans.append(span)
+        last = m.end()
+    if not spans:
+        return 0
+    rest = text[last:]
+    for i, span in enumerate(spans):
+        span.tail = pieces[i + 1] if i + 1 < len(pieces) else rest
+    if in_tail:
+        el.tail = pieces[0]
+        parent = el.getparent()
+        at = parent.index(el) + 1
+        for i, span in enumerate(spans):
+            parent.insert(at + i, span)
+    else:
+        el.text = pieces[0]
+        for i, span in enumerate(spans):
+            el.insert(i, span)
+    return len(spans)
 
 
 # -- helpers -------------------------------------------------------------------------------
