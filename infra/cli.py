@@ -1,6 +1,7 @@
 """`webinstruct`: one command, a subcommand per stage.
 
     webinstruct classifier train   fastText recall classifier from positive/negative text
+    webinstruct classifier score   score documents as recall does (or print the normalised fastText input)
     webinstruct recall             WARC files -> math/science documents (Beam)
     webinstruct domains table      the per-domain tally of a recall run
     webinstruct domains select     mark domains by rule (and an optional labeler)
@@ -144,7 +145,33 @@ def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
              seeds.negatives)
     cfg = _section(ClassifierConfig, recipe, "classifier")
     meta = train_classifier(load_texts(seeds.positives), load_texts(seeds.negatives), path, cfg)
+    meta = _calibrate(meta, path, cfg, recipe)
     _print_classifier(meta, path)
+
+
+def _calibrate(meta: dict[str, Any], path: str, cfg: Any, recipe: Any) -> dict[str, Any]:
+    """Choose the threshold on the recipe's labelled crawl sample (classifier.calibrate_warc and
+    calibrate_labels) when it has one; the seed split's threshold stays when the sample is absent."""
+    if not cfg.calibrate_warc:
+        return meta
+    from webinstruct.core import io
+    from webinstruct.core.resources import bundled
+    from webinstruct.pipeline.recall import calibrate
+    from webinstruct.pipeline.recall.config import RecallConfig
+
+    if not cfg.calibrate_labels or not any(io.glob(bundled(g)) for g in cfg.calibrate_warc) \
+            or not io.exists(bundled(cfg.calibrate_labels)):
+        log.warning("no calibration sample at %s / %s: the threshold stays the seed split's (%.4f), which keeps "
+                    "far more non-math pages on a real crawl", cfg.calibrate_warc, cfg.calibrate_labels or "(no labels)",
+                    meta["threshold"])
+        return meta
+    rc = _section(RecallConfig, recipe if isinstance(recipe, C.Recipe) else C.Recipe(recipe), "recall")
+    settings = {"languages": rc.languages, "prefilter": rc.prefilter, "prefilter_threshold": rc.prefilter_threshold,
+                "min_chars": rc.min_chars, "min_latin_share": rc.min_latin_share, "max_page_bytes": rc.max_page_bytes}
+    calibrate.calibrate(path, cfg.calibrate_warc, cfg.calibrate_labels, settings, cfg.base_rate, cfg.crawl_precision)
+    from webinstruct.pipeline.recall.classifier import meta_path
+
+    return io.read_json(meta_path(path))
 
 
 def _print_classifier(meta: dict[str, Any], path: str) -> None:
@@ -153,6 +180,13 @@ def _print_classifier(meta: dict[str, Any], path: str) -> None:
     print(f"classifier -> {path}: threshold {meta.get('threshold'):.4f} ({meta.get('threshold_rule', '')}); "
           f"held-out precision {at.get('precision', float('nan')):.3f} recall {at.get('recall', float('nan')):.3f} "
           f"F1 {at.get('f1', float('nan')):.3f}")
+    cal = meta.get("calibration")
+    if cal:
+        kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in cal["kept"].items())
+        print(f"  threshold chosen on the crawl sample ({cal['pages']} labelled pages; seed split's: "
+              f"{meta.get('seed_threshold', float('nan')):.4f}): kept {kept}; recall {cal['recall']:.3f}, "
+              f"false-positive rate {cal['false_positive_rate']:.4f}, precision at a {cal['base_rate']:.1%} base rate "
+              f"{cal['precision_at_base_rate']:.3f}")
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
@@ -346,19 +380,90 @@ def cmd_classifier_train(args: argparse.Namespace) -> int:
     from webinstruct.pipeline.recall.classifier import load_texts, train_classifier
 
     meta = train_classifier(load_texts(seeds.positives), load_texts(seeds.negatives), out, cfg)
+    meta = _calibrate(meta, out, cfg, recipe)
     _print_classifier(meta, out)
     return 0
 
 
 def cmd_classifier_score(args: argparse.Namespace) -> int:
+    from webinstruct.pipeline.recall.config import RecallConfig
+
+    recipe = _recipe(args)
+    # The model and threshold the recall stage would use: flags < recipe section `recall` < defaults.
+    given = {"run": args.run, "classifier": args.classifier, "threshold": args.threshold}
+    recall = C.build(RecallConfig, recipe.get("recall"), given, name="recall", source=recipe.path,
+                     flags={"run": "--run", "classifier": "--classifier", "threshold": "--threshold"})
+    sources = list(args.files) or ([] if args.text else ["-"])
+    from webinstruct.pipeline.recall import scoring
     from webinstruct.pipeline.recall.classifier import Classifier
 
-    clf = Classifier.load(args.model)
-    texts = args.text or [line.rstrip("\n") for line in sys.stdin]
-    for t in texts:
-        s = clf.score(t)
-        print(f"{s:.4f}\t{'keep' if s >= clf.threshold else 'drop'}\t{t[:80]!r}")
+    scoring.check_inputs(sources)
+    clf = Classifier.load(recall.classifier_path())
+    docs = [(t, {}) for t in args.text or ()]
+    docs_iter = iter(docs) if not sources else _chain(docs, scoring.read_documents(sources, args.plain))
+    if args.normalized:
+        lines = scoring.normalized_lines(clf, docs_iter)
+    else:
+        threshold = recall.threshold if recall.threshold >= 0 else None  # -1: the saved one
+        lines = scoring.json_lines(scoring.score_records(clf, docs_iter, threshold))
+    try:
+        scoring.write_lines(lines)
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def cmd_classifier_report(args: argparse.Namespace) -> int:
+    """The model's numbers on its seed split beside its numbers on a labelled crawl sample."""
+    from webinstruct.pipeline.recall import calibrate
+    from webinstruct.pipeline.recall.classifier import Classifier
+    from webinstruct.pipeline.recall.config import RecallConfig
+
+    recipe = _recipe(args)
+    given = {"run": args.run, "classifier": args.classifier}
+    recall = C.build(RecallConfig, recipe.get("recall"), given, name="recall", source=recipe.path,
+                     flags={"run": "--run", "classifier": "--classifier"})
+    path = recall.classifier_path()
+    clf = Classifier.load(path)
+    settings = {"languages": recall.languages, "prefilter": recall.prefilter,
+                "prefilter_threshold": recall.prefilter_threshold, "min_chars": recall.min_chars,
+                "min_latin_share": recall.min_latin_share, "max_page_bytes": recall.max_page_bytes}
+    scored = calibrate.score_pages(path, args.warc, calibrate.read_labels(args.labels), settings)
+    if not scored:
+        raise shards_missing(f"no page of {' '.join(args.warc)} is listed in {args.labels}")
+    seed = clf.meta.get("metrics", {}).get("at_threshold", {})
+    chosen = clf.meta.get("threshold_chosen_by", clf.meta.get("threshold_rule", ""))
+    print(f"classifier {path}: threshold {clf.threshold:.4f} (chosen by {chosen})")
+    print(f"  seed split (held out, 1:1): precision {seed.get('precision', float('nan')):.3f} "
+          f"recall {seed.get('recall', float('nan')):.3f}")
+    for name, threshold in (("at the model's threshold", clf.threshold),
+                            ("at the threshold this sample would choose",
+                             calibrate.choose(scored, args.base_rate, args.crawl_precision)[0])):
+        m = calibrate.metrics(scored, threshold, args.base_rate)
+        kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in m["kept"].items())
+        print(f"  {args.labels} {name} ({threshold:.4f}): kept {kept}; recall {m['recall']:.3f}, "
+              f"false-positive rate {m['false_positive_rate']:.4f}, precision {m['sample_precision']:.3f} "
+              f"(at a {args.base_rate:.1%} base rate: {m['precision_at_base_rate']:.3f})")
+    dropped: dict[str, int] = {}
+    for s in scored:
+        if s.reason:
+            dropped[s.reason] = dropped.get(s.reason, 0) + 1
+    if dropped:
+        print("  dropped before the final score: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    return 0
+
+
+def shards_missing(message: str) -> Exception:
+    from webinstruct.core.shards import MissingInput
+
+    return MissingInput(message)
+
+
+def _chain(first, rest):
+    yield from first
+    yield from rest
 
 
 def cmd_domains_table(args: argparse.Namespace) -> int:
@@ -566,11 +671,73 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="", help="model path (default RUN/classifier/classifier.bin)")
     C.add_arguments(p, ClassifierConfig, section="classifier")
     p.set_defaults(func=cmd_classifier_train)
-    p = clf_sub.add_parser("score", help="score texts given as arguments or lines on stdin")
-    _common(p, print_config=False)
-    p.add_argument("--model", default="runs/sample/classifier/classifier.bin")
-    p.add_argument("text", nargs="*")
+    p = clf_sub.add_parser(
+        "score", help="score documents (JSON lines or plain text) as recall does; --normalized: the fastText input",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Score documents with the recall classifier exactly as the recall stage scores pages:
+normalised by normalize_for_classifier (with the model's max_chars), then P(__label__pos) from fastText.
+
+Input: FILE ... (local, s3://, https://, .gz or .xz; `-` or none: standard input), JSON lines with a
+string field `text` (a line that is not stops the command with its file and line); with --plain each
+file (or standard input) is one document, whole. --text TEXT adds a document given on the command line.
+
+Output (standard output), one line per document in input order:
+  {"score": P(__label__pos), "keep": true or false, "id": ..., "url": ...}
+`keep` is score >= the threshold (--threshold, else recall.threshold of the --config recipe when set,
+else the threshold saved in classifier.json); `id` and `url` are copied from the input when present
+(with --plain: `file`). --normalized prints instead the normalised text fastText is given, one line
+per document, to score the model in another tool (classifier.json's "normalization" describes the
+steps).
+
+The model: --classifier PATH (a file, or a folder holding classifier.bin), else
+RUN/classifier/classifier.bin with --run RUN (recipe recall.classifier / recall.run, default
+runs/sample), the one `webinstruct recall` would use.
+
+Examples:
+  webinstruct classifier score --run runs/sample docs.jsonl.gz > scores.jsonl
+  zcat docs.jsonl.gz | webinstruct classifier score --classifier model/classifier.bin -
+  webinstruct classifier score --plain --threshold 0.5 page1.txt page2.txt
+  webinstruct classifier score --normalized docs.jsonl > fasttext-input.txt""")
+    p.add_argument("--config", default=None,
+                   help="YAML recipe: its `recall` section names the model (classifier, run) and threshold")
+    _base(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--classifier", default=None, metavar="PATH",
+                       help="fastText model file, or a folder holding classifier.bin")
+    where.add_argument("--run", default=None, metavar="RUN",
+                       help="run directory: the model is RUN/classifier/classifier.bin (default runs/sample)")
+    p.add_argument("--threshold", default=None,
+                   help="`keep` when score >= this (default: recipe recall.threshold if set, else the "
+                        "threshold saved with the model; -1 also means the saved one)")
+    p.add_argument("--plain", action="store_true",
+                   help="inputs are plain text: each file (or standard input) is one document")
+    p.add_argument("--text", action="append", default=[], metavar="TEXT",
+                   help="a document given on the command line (repeatable; scored before the files)")
+    p.add_argument("--normalized", action="store_true",
+                   help="print the normalised fastText input line of each document instead of its score")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="input files; `-` is standard input (the default when no FILE and no --text)")
     p.set_defaults(func=cmd_classifier_score)
+
+    p = clf_sub.add_parser(
+        "report", help="precision and recall on a labelled crawl sample, beside the seed split's",
+        description="Score every labelled page of WARC files through the recall stage's own path (language, "
+                    "cheap pass, extraction, fastText) and print pages kept per label, recall, false-positive "
+                    "rate and precision (also at a crawl's base rate), at the model's threshold and at the "
+                    "threshold the sample itself would choose. Example: webinstruct classifier report --run "
+                    "runs/mix --warc '../shared/web/mix/*.warc.gz' --labels ../shared/web/mix/labels.tsv")
+    p.add_argument("--config", default=None, help="YAML recipe: its `recall` section (model, languages, prefilter)")
+    _base(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--classifier", default=None, metavar="PATH", help="fastText model file or folder")
+    where.add_argument("--run", default=None, metavar="RUN", help="run directory: RUN/classifier/classifier.bin")
+    p.add_argument("--warc", nargs="+", required=True, help="WARC files or globs of the labelled sample")
+    p.add_argument("--labels", required=True, help="tab-separated labels: columns url and label (math / general / ...)")
+    p.add_argument("--base-rate", type=C.checked(float, 0, strict=True), default=0.01,
+                   help="share of math pages in the crawl the precision is reported for (default 0.01)")
+    p.add_argument("--crawl-precision", type=C.checked(float, 0, strict=True), default=0.3,
+                   help="precision at the base rate the sample's own threshold must reach (default 0.3)")
+    p.set_defaults(func=cmd_classifier_report)
 
     d = sub.add_parser("domains", help="domain table, selection and domain rounds")
     d_sub = d.add_subparsers(dest="action", required=True, metavar="ACTION")

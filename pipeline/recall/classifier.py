@@ -30,7 +30,7 @@ import numpy as np
 from webinstruct.core import io as fio
 from webinstruct.core.config import NonNegativeInt, PositiveFloat, PositiveInt, option
 from webinstruct.core.shards import open_text
-from webinstruct.pipeline.text.normalize import NORMALIZE_VERSION, normalize_for_classifier
+from webinstruct.pipeline.text.normalize import NORMALIZE_VERSION, normalization_spec, normalize_for_classifier
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,14 @@ class ClassifierConfig:
     percentile: Annotated[float, at.Gt(0), at.Le(100)] = option(50.0, "'percentile' rule: percent of held-out documents (both "
                                      "classes) scoring at or above the threshold")
     max_chars: PositiveInt = option(20000, "characters of normalised text the classifier sees")
+    calibrate_warc: list[str] = option([], "WARC files of a labelled crawl-like sample: when set, the threshold is "
+                                           "chosen on these pages (see pipeline/recall/calibrate.py) instead of the seed split")
+    calibrate_labels: str = option("", "the sample's labels: tab-separated, columns url and label (math positive, "
+                                       "general negative, others ignored)")
+    base_rate: Annotated[float, at.Gt(0), at.Lt(1)] = option(0.01, "share of positives in the crawl the threshold is for "
+                                                               "(Common Crawl: well under 1% math)")
+    crawl_precision: Annotated[float, at.Gt(0), at.Le(1)] = option(0.3, "precision at base_rate the calibrated threshold "
+                                                                 "must reach on the crawl sample")
 
     def __post_init__(self) -> None:
         if self.threshold_rule not in RULES:
@@ -307,6 +315,7 @@ def train_classifier(positives: list[str], negatives: list[str], out_path: str,
                                  for p in paths]
                           for role, paths in (sources or {}).items()},
         "normalize_version": NORMALIZE_VERSION,
+        "normalization": normalization_spec(),  # the steps, for scoring this model in another tool
         "fasttext_version": _fasttext_version(),
         "train_seconds": round(train_seconds, 3),
         "nan_retries": nan_retries,

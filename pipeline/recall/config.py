@@ -32,10 +32,14 @@ class RecallConfig(HTTPSettings, RunnerSettings):
     out: str = option("", "output directory (default RUN/recall)")
     classifier: str = option("", "fastText model (default RUN/classifier/classifier.bin, trained from the bundled seeds when absent)")
     threshold: Annotated[float, at.Ge(-1), at.Le(1)] = option(-1.0, "keep pages scoring at least this; -1 uses the threshold saved with the classifier")
-    prefilter: bool = option(False, "score a cheap tag-stripped text first and run the math-aware extraction only on likely pages "
-                             "(off by default: our extraction is fast enough that it did not pay on real pages, see bench/RESULTS.md)")
-    prefilter_threshold: Share = option(0.05, "cheap-text score below which a page is dropped without full extraction")
-    min_latin_share: Share = option(0.5, "drop pages whose letters are less than this share Latin script (0 keeps all scripts)")
+    languages: list[str] = option(["en"], "keep pages whose language (fastText lid.176 on the page's cheap text) is one of "
+                                          "these ISO 639 codes; empty keeps every language")
+    prefilter: bool = option(True, "two passes: score the page's cheap tag-stripped text first and run the math-aware "
+                             "extraction only on pages scoring at least --prefilter-threshold (false: extract every page)")
+    prefilter_threshold: Share = option(0.01, "cheap-text score below which a page is dropped without full extraction "
+                                              "(recall-safe: far below the final threshold)")
+    min_latin_share: Share = option(0.0, "drop pages whose letters are less than this share Latin script (0: off; "
+                                         "language identification does this job now)")
     min_chars: NonNegativeInt = option(200, "drop pages whose extracted text is shorter than this")
     max_page_bytes: PositiveInt = option(2_000_000, "drop HTML payloads larger than this (Common Crawl truncates at 1 MiB)")
     num_shards: PositiveInt = option(4, "output shards (deterministic names part-NNNNN-of-MMMMM.jsonl.gz)")

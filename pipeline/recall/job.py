@@ -74,6 +74,7 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
         "prefilter_threshold": cfg.prefilter_threshold,
         "min_chars": cfg.min_chars,
         "min_latin_share": cfg.min_latin_share,
+        "languages": list(cfg.languages),
         "max_page_bytes": cfg.max_page_bytes,
         "round": cfg.round,
         "http": cfg.http(),
@@ -103,6 +104,10 @@ def execute(cfg: RecallConfig, classifier_path: str) -> tuple[dict[str, Any], di
     if not fio.exists(classifier_path):
         raise shards.MissingInput(
             f"no classifier at {classifier_path}: run `webinstruct classifier train` (or `make classifier`) first")
+    if cfg.languages:  # the language-ID model, checked here rather than in every worker
+        from webinstruct.pipeline.recall.language import model_path
+
+        model_path()
     paths = inputs(cfg)
     out = cfg.out_dir()
     # Locked, marker removed first; the marker, written last, makes the folder readable again.

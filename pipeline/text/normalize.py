@@ -2,7 +2,9 @@
 
 `normalize_for_classifier` is the ONE function that turns a document into a fastText line: the
 classifier is trained and scored on its output, so changing it invalidates trained models (bump
-NORMALIZE_VERSION). `content_hash` is a stable key for exact content deduplication.
+NORMALIZE_VERSION). `normalization_spec` states its steps as data (saved in classifier.json, so
+that another tool can score a model the same way). `content_hash` is a stable key for exact
+content deduplication.
 """
 from __future__ import annotations
 
@@ -82,3 +84,98 @@ def content_hash(text: str) -> str:
     # Tokenise so "2 + 3" == "2+3" while "a b" != "ab".
     canon = " ".join(_HASH_TOKEN.findall(text))
     return hashlib.sha1(canon.encode("utf-8")).hexdigest()
+
+
+# ---- the normalisation as data ------------------------------------------------------------------
+
+_BLOCK = 4096  # code points per scanned block: at most 16 KB of string
+
+
+def _code_point_ranges(patterns: list[re.Pattern]) -> list[list[str]]:
+    """For each one-character class, the code points it matches as "U+XXXX" / "U+XXXX-U+YYYY".
+
+    Found by running the live patterns over every code point, so a listing cannot disagree with
+    the regex it describes. The scan goes in small blocks, not one 4 MB string of all 1.1M code
+    points: after a buffer that large was freed, a fastText training that followed in the same
+    process was seen to stop with "Encountered NaN" (its outcome depends on the memory it gets)."""
+    hits: list[list[int]] = [[] for _ in patterns]
+    for base in range(0, 0x110000, _BLOCK):
+        block = "".join(map(chr, range(base, base + _BLOCK)))
+        for found, pattern in zip(hits, patterns):
+            found += [base + m.start() for m in pattern.finditer(block)]
+    return [_ranges(found) for found in hits]
+
+
+def _ranges(code_points: list[int]) -> list[str]:
+    out: list[str] = []
+    start = prev = -2
+    for cp in code_points + [-2]:
+        if cp != prev + 1 or cp < 0:
+            if start >= 0:
+                out.append(f"U+{start:04X}" if start == prev else f"U+{start:04X}-U+{prev:04X}")
+            start = cp
+        prev = cp
+    return out
+
+
+def normalization_spec() -> dict:
+    """What `normalize_for_classifier` does, step by step, as JSON-ready data.
+
+    Written into classifier.json ("normalization") so that a model can be scored outside this
+    project: another tool must feed fastText the text these steps produce, not raw text. Regexes
+    are the live patterns of this module (Python `re` syntax on str, Unicode matching); lengths
+    and cuts count Unicode code points. tests/test_classifier_score.py re-implements the steps
+    from this data alone and checks the result against `normalize_for_classifier`.
+    """
+    typo_names = ("single quotes and primes", "double quotes and double primes", "hyphens, dashes and minus")
+    *typo_points, control_points, format_points = _code_point_ranges([p for p, _ in _TYPO] + [_CONTROL, _FORMAT])
+    steps: list[dict] = [
+        {"op": "empty", "note": "an empty input gives an empty output (and scores 0.0)"},
+        {"op": "truncate_input", "max_chars_multiple": 2,
+         "note": "keep the first 2 * max_chars code points of the input (bounds the work; the output "
+                 "is cut at max_chars by the last step)"},
+        {"op": "unicode_normalize", "form": "NFKC"},
+    ]
+    for (pattern, repl), name, points in zip(_TYPO, typo_names, typo_points):
+        steps.append({"op": "regex_sub", "name": f"typography: {name}", "pattern": pattern.pattern,
+                      "replacement": repl, "code_points": points})
+    steps += [
+        {"op": "regex_sub", "name": "control characters and lone surrogates become a space",
+         "pattern": _CONTROL.pattern, "replacement": " ", "code_points": control_points},
+        {"op": "regex_sub", "name": "invisible format characters are deleted",
+         "pattern": _FORMAT.pattern, "replacement": "", "code_points": format_points},
+        {"op": "lowercase", "note": "Unicode full lowercase mapping (Python str.lower, not casefold)"},
+        {"op": "regex_sub", "name": "every decimal digit (Unicode category Nd) becomes 0",
+         "pattern": _DIGIT.pattern, "replacement": "0"},
+        {"op": "regex_sub", "name": "a run of 7 or more zeros becomes 6 zeros",
+         "pattern": _LONG_NUMBER.pattern, "replacement": "000000"},
+        {"op": "regex_sub", "name": "a run of 4 or more of the same symbol becomes 3 of it",
+         "pattern": _LONG_SYMBOL.pattern, "replacement": r"\1\1\1",
+         "replacement_syntax": "Python re.sub: \\1 is the repeated symbol"},
+        {"op": "regex_findall", "name": "tokens",
+         "pattern": _TOKEN.pattern,
+         "note": "every non-overlapping match, left to right; the alternatives are letter runs, "
+                 "zero runs, TeX commands (backslash + lowercase letters, or backslash + one other "
+                 "non-space character), runs of operator-like symbols, any other single symbol; "
+                 "whitespace and anything unmatched is dropped"},
+        {"op": "join", "separator": " "},
+        {"op": "truncate_output",
+         "note": "if longer than max_chars code points: cut at the last space at index <= max_chars "
+                 "(so no token is split); if there is none (or it is at index 0), cut at max_chars"},
+    ]
+    return {
+        "function": "webinstruct.pipeline.text.normalize.normalize_for_classifier",
+        "version": NORMALIZE_VERSION,
+        "regex_dialect": "Python 3 `re` on str (Unicode): \\w is a character for which str.isalnum() "
+                         "is true, or '_'; \\d is Unicode category Nd; \\s is Unicode whitespace",
+        "max_chars": {"default": normalize_for_classifier.__defaults__[0], "from": "config.max_chars of classifier.json"},
+        "steps": steps,
+        "output": "one line: no newline, no '__label__', no leading, trailing or double spaces",
+        "fasttext": {
+            "labels": ["__label__pos", "__label__neg"],
+            "score": "P(__label__pos) from model.predict(normalised_text, k=2), 0.0 when __label__pos "
+                     "is not among the two, clamped to [0, 1]; an empty normalised text scores 0.0 "
+                     "without calling fastText",
+            "keep": "score >= threshold (\"threshold\" in classifier.json)",
+        },
+    }
