@@ -9,9 +9,31 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from webinstruct.pipeline.recall import warc as W
 from webinstruct.pipeline.recall.warc import read_pages
 
 from conftest import SAMPLE_WARC
+
+
+def compares_readers(test):
+    """A test that reads with both readers itself (it is not run once per reader)."""
+    test.compares_readers = True
+    return test
+
+
+def pytest_generate_tests(metafunc):
+    if not getattr(metafunc.function, "compares_readers", False):
+        metafunc.parametrize("reader", ["fastwarc", "warcio"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def reader(request, monkeypatch):
+    """Every test runs on both readers, FastWARC (warcio where it stops) and warcio alone, but
+    those that compare the two."""
+    param = getattr(request, "param", None)
+    if param is not None:
+        monkeypatch.setattr(W, "USE_FASTWARC", param == "fastwarc")
+    return param
 
 
 def read(path, **kw):
@@ -141,3 +163,125 @@ def test_oversized_binary_and_undecodable(tmp_path):
 def test_unreadable_path(tmp_path):
     pages, counts = read(tmp_path / "nope.warc.gz")
     assert pages == [] and counts["warc_unreadable"] == 1
+
+
+# ---- FastWARC and warcio: the same pages and counts --------------------------------------------
+
+def both(path, monkeypatch, **kw):
+    """(pages, counts) read with FastWARC and with warcio alone; FastWARC's fallbacks apart."""
+    monkeypatch.setattr(W, "USE_FASTWARC", True)
+    fast, fast_counts = read(path, **kw)
+    monkeypatch.setattr(W, "USE_FASTWARC", False)
+    slow, slow_counts = read(path, **kw)
+    fallbacks = fast_counts.pop("warc_fastwarc_fallbacks", 0)
+    assert "warc_fastwarc_fallbacks" not in slow_counts
+    return (fast, fast_counts), (slow, slow_counts), fallbacks
+
+
+def _all_sample_warcs():
+    return sorted(p.name for p in SAMPLE_WARC.glob("*.warc*"))
+
+
+@compares_readers
+@pytest.mark.parametrize("name", sorted(set(_all_sample_warcs()) | set(EXPECTED)))
+def test_fastwarc_reads_what_warcio_reads(web, monkeypatch, name):
+    path = SAMPLE_WARC / name if (SAMPLE_WARC / name).exists() else web / "warc" / name
+    fast, slow, fallbacks = both(path, monkeypatch)
+    assert fast == slow  # every field of every page, and every count
+    # FastWARC rejects one file, whose second record is not followed by its blank lines; warcio
+    # (which warns and reads on) takes it from there.
+    assert fallbacks == (1 if name == "example-trunc.warcio.warc" else 0)
+
+
+@compares_readers
+def test_fastwarc_reads_past_its_size_limits_like_warcio(monkeypatch):
+    fast, slow, fallbacks = both(SAMPLE_WARC / "pages.warc.gz", monkeypatch, max_page_bytes=60_000)
+    assert fast == slow and fallbacks == 0
+    assert fast[1]["dropped_oversized"] > 0
+
+
+def _flip(tmp_path, record: int, at: int) -> tuple:
+    """pages.warc.gz with one bit flipped `at` bytes into the gzip member of record `record`."""
+    good = (SAMPLE_WARC / "pages.warc.gz").read_bytes()
+    pages, _ = read(SAMPLE_WARC / "pages.warc.gz")
+    bad = bytearray(good)
+    bad[pages[record]["offset"] + at] ^= 0x10
+    (tmp_path / "flipped.warc.gz").write_bytes(bytes(bad))
+    return tmp_path / "flipped.warc.gz", pages
+
+
+def test_a_flipped_bit_costs_one_record(tmp_path):
+    """warcio used to print the zlib error of a member that fails midway and read on as if the file
+    had ended there: one flipped bit lost every later record, uncounted."""
+    path, pages = _flip(tmp_path, 1, 10_000)
+    got, counts = read(path)
+    assert [p["url"] for p in got] == [p["url"] for i, p in enumerate(pages) if i != 1]
+    assert counts["warc_corrupt"] == 1 and counts["warc_resyncs"] == 1
+
+
+@compares_readers
+def test_fastwarc_falls_back_to_warcio_mid_file(tmp_path, monkeypatch):
+    path, pages = _flip(tmp_path, 4, 2_000)
+    fast, slow, fallbacks = both(path, monkeypatch)
+    assert fallbacks == 1
+    assert fast == slow
+    ids = [p["record_id"] for p in fast[0]]
+    assert len(ids) == len(set(ids)) == len(pages) - 1  # nothing twice, nothing lost but the damage
+
+
+@compares_readers
+def test_one_gzip_member_for_many_records_is_warcios_to_judge(tmp_path, monkeypatch):
+    """A WARC gzipped whole (not member by member): FastWARC would read every record, but no
+    record has an offset of its own; warcio reads the first and stops with an error."""
+    raw = gzip.decompress((SAMPLE_WARC / "pages.warc.gz").read_bytes())
+    (tmp_path / "whole.warc.gz").write_bytes(gzip.compress(raw))
+    fast, slow, fallbacks = both(tmp_path / "whole.warc.gz", monkeypatch)
+    assert fast == slow and fallbacks == 1
+    assert fast[1]["warc_corrupt"] == 1 and [p["offset"] for p in fast[0]] == [0]
+
+
+def test_without_fastwarc_warcio_reads_everything(monkeypatch, reader):
+    monkeypatch.setattr(W, "_FastIterator", None)
+    pages, counts = read(SAMPLE_WARC / "pages.warc.gz")
+    assert len(pages) == 18 and "warc_fastwarc_fallbacks" not in counts
+
+
+def test_a_remote_read_error_stops_the_fastwarc_pass(monkeypatch, reader):
+    """An http(s) file that cannot be read stops the job with its own error, whichever reader was
+    reading (FastWARC hides errors of the file object it reads from behind its own)."""
+    from webinstruct.core.http_range import RemoteReadError
+
+    real_open = W.fio.open
+    opened = []
+
+    class Failing:
+        """Fails once past 100 kB, then reads as at the end of the file: the error must not be lost."""
+
+        def __init__(self, fh):
+            self.fh, self.failed = fh, False
+
+        def read(self, size=-1):
+            if self.failed:
+                return b""
+            if self.fh.tell() > 100_000:
+                self.failed = True
+                raise RemoteReadError("http://h/pages.warc.gz: gave up after 2 retries at byte 100000")
+            return self.fh.read(size)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def failing_open(path, mode="r", **kw):
+        opened.append(path)
+        fh = real_open(path, mode, **kw)
+        return fh if len(opened) == 1 else Failing(fh)  # the opening sniff reads fine
+
+    monkeypatch.setattr(W.fio, "open", failing_open)
+    with pytest.raises(RemoteReadError, match="gave up after 2 retries"):
+        read(SAMPLE_WARC / "pages.warc.gz")
