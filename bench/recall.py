@@ -478,7 +478,8 @@ def main() -> int:
         if not model:
             train_dir = tmp / "classifier-run"
             train_dir.mkdir()
-            _run([*webinstruct_command(), "classifier", "train", "--run", str(train_dir)], train_dir)
+            _run([*webinstruct_command(), "classifier", "train", "--config", str(ROOT / "infra/recipes/sample.yaml"),
+                  "--run", str(train_dir)], train_dir)
             model = str(train_dir / "classifier" / "classifier.bin")
         model = str(Path(model).resolve())
         threshold = float(json.loads(Path(model).with_suffix(".json").read_text())["threshold"])

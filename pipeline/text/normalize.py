@@ -57,10 +57,24 @@ def normalize_for_classifier(text: str, max_chars: int = 20000) -> str:
     if not text:
         return ""
     # Bound the work on huge pages; tokenising adds spaces, so 2x input covers max_chars output.
-    text = _clean(text[: 2 * max_chars]).lower()
+    # Most long pages fill max_chars from their first max_chars characters already: tried first,
+    # and kept when the token the prefix may have cut lies wholly past the cut (every step is
+    # local to a few characters, so the output is then the same as from the 2x input).
+    if len(text) > max_chars:
+        out = _tokens(text[:max_chars])
+        if out.rfind(" ") > max_chars + 1:
+            return _cut(out, max_chars)
+    return _cut(_tokens(text[: 2 * max_chars]), max_chars)
+
+
+def _tokens(text: str) -> str:
+    text = _clean(text).lower()
     text = _LONG_NUMBER.sub("000000", _DIGIT.sub("0", text))
     text = _LONG_SYMBOL.sub(r"\1\1\1", text)
-    out = " ".join(_TOKEN.findall(text))
+    return " ".join(_TOKEN.findall(text))
+
+
+def _cut(out: str, max_chars: int) -> str:
     if len(out) > max_chars:
         cut = out.rfind(" ", 0, max_chars + 1)  # never leave half a token at the end
         out = out[: cut if cut > 0 else max_chars]
