@@ -178,8 +178,8 @@ test: install  ## run every test, the slow integration tests included
 test-fast: install  ## unit tests only (skip tests marked slow)
 	$(PY) -m pytest -q -rs -m "not slow" $(PYTEST_ARGS)
 
-bench: install  ## recall throughput and fidelity against a datatrove-style baseline
-	$(PY) bench/recall.py
+bench: install  ## recall side by side with datatrove itself on ../shared/web/mix (speed, pages kept, costs); writes bench/RESULTS.md
+	$(PY) bench/recall.py --out bench/RESULTS.md
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs .pytest_cache
