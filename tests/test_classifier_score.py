@@ -12,12 +12,13 @@ import shutil
 import subprocess
 import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 
 from webinstruct.infra import cli
 from webinstruct.pipeline.recall import scoring
-from webinstruct.pipeline.recall.classifier import (NEG, POS, Classifier, ClassifierConfig, load_texts,
+from webinstruct.pipeline.recall.classifier import (NEG, POS, Classifier, ClassifierConfig, load_texts, meta_path,
                                                     train_classifier)
 from webinstruct.pipeline.text import normalize as N
 from webinstruct.pipeline.text.normalize import NORMALIZE_VERSION, normalization_spec, normalize_for_classifier
@@ -125,13 +126,18 @@ def test_spec_alone_reproduces_normalize(max_chars, use_code_points):
 # ---- the model and the command ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, small_classifier):
     """A small real model (a second or so to train) with max_chars 400, and documents to score."""
     folder = tmp_path_factory.mktemp("tiny")
     pos = load_texts([str(SEEDS / "positive.jsonl.gz")], limit=300)
     neg = load_texts([str(SEEDS / "negative.jsonl.xz")], limit=300)
-    cfg = ClassifierConfig(dim=32, bucket=20_000, epoch=5, threads=1, max_chars=MAX_CHARS)
-    meta = train_classifier(pos[:250], neg[:250], str(folder / "classifier.bin"), cfg)
+    # The session's small classifier with max_chars set to MAX_CHARS in its metadata (the scoring
+    # side reads it from there): a tiny model of its own hit fastText's intermittent "Encountered
+    # NaN." on all its retries in a full run.
+    shutil.copy(small_classifier, folder / "classifier.bin")
+    meta = json.loads(Path(meta_path(small_classifier)).read_text())
+    meta["config"]["max_chars"] = MAX_CHARS
+    (folder / "classifier.json").write_text(json.dumps(meta))
     docs = [{"id": f"d{i}", "url": f"https://example.com/{i}", "text": t, "other": i}
             for i, t in enumerate(pos[250:260] + neg[250:260] + [t for t in TEXTS if t.strip()][:6])]
     docs.append({"text": ""})  # no id or url: none is made up
