@@ -177,14 +177,16 @@ def _calibrate(meta: dict[str, Any], path: str, cfg: Any, recipe: Any) -> dict[s
 def _print_classifier(meta: dict[str, Any], path: str) -> None:
     m = meta.get("metrics", {})
     at = m.get("at_threshold", m)
-    print(f"classifier -> {path}: threshold {meta.get('threshold'):.4f} ({meta.get('threshold_rule', '')}); "
-          f"held-out precision {at.get('precision', float('nan')):.3f} recall {at.get('recall', float('nan')):.3f} "
+    rule = meta.get("threshold_chosen_by") or meta.get("threshold_rule", "")
+    seed = f" at the seed split's threshold {meta['seed_threshold']:.4f}:" if "seed_threshold" in meta else ""
+    print(f"classifier -> {path}: threshold {meta.get('threshold'):.4f} ({rule}); held-out{seed} "
+          f"precision {at.get('precision', float('nan')):.3f} recall {at.get('recall', float('nan')):.3f} "
           f"F1 {at.get('f1', float('nan')):.3f}")
     cal = meta.get("calibration")
     if cal:
         kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in cal["kept"].items())
-        print(f"  threshold chosen on the crawl sample ({cal['pages']} labelled pages; seed split's: "
-              f"{meta.get('seed_threshold', float('nan')):.4f}): kept {kept}; recall {cal['recall']:.3f}, "
+        print(f"  threshold chosen on the crawl sample ({cal['pages']} labelled pages): kept {kept}; "
+              f"recall {cal['recall']:.3f}, "
               f"false-positive rate {cal['false_positive_rate']:.4f}, precision at a {cal['base_rate']:.1%} base rate "
               f"{cal['precision_at_base_rate']:.3f}")
 
