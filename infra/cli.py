@@ -132,14 +132,19 @@ def _print_config(args: argparse.Namespace, sections: dict[str, Any], note: str 
 
 
 def ensure_classifier(path: str, recipe: dict[str, Any]) -> None:
-    """Train the default classifier from the bundled seed text when it does not exist yet."""
+    """Train the default classifier from the bundled seed text when it does not exist yet, and
+    finish a calibration that an earlier run was stopped before (the model is saved first)."""
     from webinstruct.core import io
-
-    if io.exists(path):
-        return
-    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, train_classifier
+    from webinstruct.pipeline.recall.classifier import ClassifierConfig, load_texts, meta_path, train_classifier
 
     recipe = recipe if isinstance(recipe, C.Recipe) else C.Recipe(recipe)
+    if io.exists(path):
+        meta = io.read_json(meta_path(path)) if io.exists(meta_path(path)) else {}
+        if meta.get("config", {}).get("calibrate_warc") and "calibration" not in meta:
+            log.info("%s was saved but its threshold not yet calibrated (a stopped run): calibrating now", path)
+            cfg = ClassifierConfig(**meta["config"])
+            _print_classifier(_calibrate(meta, path, cfg, recipe), path)
+        return
     seeds = _seeds(recipe)
     log.info("no classifier at %s: training one from the bundled seeds (%s vs %s)", path, seeds.positives,
              seeds.negatives)
@@ -166,12 +171,8 @@ def _calibrate(meta: dict[str, Any], path: str, cfg: Any, recipe: Any) -> dict[s
                     meta["threshold"])
         return meta
     rc = _section(RecallConfig, recipe if isinstance(recipe, C.Recipe) else C.Recipe(recipe), "recall")
-    settings = {"languages": rc.languages, "prefilter": rc.prefilter, "prefilter_threshold": rc.prefilter_threshold,
-                "min_chars": rc.min_chars, "min_latin_share": rc.min_latin_share, "max_page_bytes": rc.max_page_bytes}
-    calibrate.calibrate(path, cfg.calibrate_warc, cfg.calibrate_labels, settings, cfg.base_rate, cfg.crawl_precision)
-    from webinstruct.pipeline.recall.classifier import meta_path
-
-    return io.read_json(meta_path(path))
+    return calibrate.calibrate(path, cfg.calibrate_warc, cfg.calibrate_labels, rc.page_settings(), cfg.base_rate,
+                               cfg.crawl_precision, meta)
 
 
 def _print_classifier(meta: dict[str, Any], path: str) -> None:
@@ -184,11 +185,9 @@ def _print_classifier(meta: dict[str, Any], path: str) -> None:
           f"F1 {at.get('f1', float('nan')):.3f}")
     cal = meta.get("calibration")
     if cal:
-        kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in cal["kept"].items())
-        print(f"  threshold chosen on the crawl sample ({cal['pages']} labelled pages): kept {kept}; "
-              f"recall {cal['recall']:.3f}, "
-              f"false-positive rate {cal['false_positive_rate']:.4f}, precision at a {cal['base_rate']:.1%} base rate "
-              f"{cal['precision_at_base_rate']:.3f}")
+        from webinstruct.pipeline.recall.calibrate import kept_summary
+
+        print(f"  threshold chosen on the crawl sample ({cal['pages']} labelled pages): {kept_summary(cal)}")
 
 
 def cmd_recall(args: argparse.Namespace) -> int:
@@ -429,12 +428,11 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
                      flags={"run": "--run", "classifier": "--classifier"})
     path = recall.classifier_path()
     clf = Classifier.load(path)
-    settings = {"languages": recall.languages, "prefilter": recall.prefilter,
-                "prefilter_threshold": recall.prefilter_threshold, "min_chars": recall.min_chars,
-                "min_latin_share": recall.min_latin_share, "max_page_bytes": recall.max_page_bytes}
-    scored = calibrate.score_pages(path, args.warc, calibrate.read_labels(args.labels), settings)
+    scored = calibrate.score_pages(path, args.warc, calibrate.read_labels(args.labels), recall.page_settings())
     if not scored:
-        raise shards_missing(f"no page of {' '.join(args.warc)} is listed in {args.labels}")
+        from webinstruct.core.shards import MissingInput
+
+        raise MissingInput(f"no page of {' '.join(args.warc)} is listed in {args.labels}")
     seed = clf.meta.get("metrics", {}).get("at_threshold", {})
     chosen = clf.meta.get("threshold_chosen_by", clf.meta.get("threshold_rule", ""))
     print(f"classifier {path}: threshold {clf.threshold:.4f} (chosen by {chosen})")
@@ -443,11 +441,8 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
     for name, threshold in (("at the model's threshold", clf.threshold),
                             ("at the threshold this sample would choose",
                              calibrate.choose(scored, args.base_rate, args.crawl_precision)[0])):
-        m = calibrate.metrics(scored, threshold, args.base_rate)
-        kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in m["kept"].items())
-        print(f"  {args.labels} {name} ({threshold:.4f}): kept {kept}; recall {m['recall']:.3f}, "
-              f"false-positive rate {m['false_positive_rate']:.4f}, precision {m['sample_precision']:.3f} "
-              f"(at a {args.base_rate:.1%} base rate: {m['precision_at_base_rate']:.3f})")
+        print(f"  {args.labels} {name} ({threshold:.4f}): "
+              f"{calibrate.kept_summary(calibrate.metrics(scored, threshold, args.base_rate))}")
     dropped: dict[str, int] = {}
     for s in scored:
         if s.reason:
@@ -455,12 +450,6 @@ def cmd_classifier_report(args: argparse.Namespace) -> int:
     if dropped:
         print("  dropped before the final score: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
     return 0
-
-
-def shards_missing(message: str) -> Exception:
-    from webinstruct.core.shards import MissingInput
-
-    return MissingInput(message)
 
 
 def _chain(first, rest):

@@ -63,9 +63,11 @@ def test_calibrate_on_the_bundled_sample(tmp_path, small_classifier):
     model = tmp_path / "classifier.bin"
     shutil.copy(small_classifier, model)
     shutil.copy(small_classifier[:-4] + ".json", tmp_path / "classifier.json")
-    settings = {"languages": ["en"], "prefilter": True, "prefilter_threshold": 0.01, "min_chars": 200}
+    from webinstruct.pipeline.recall.config import RecallConfig
+
+    settings = RecallConfig(languages=["en"], prefilter=True, prefilter_threshold=0.01, min_chars=200).page_settings()
     rec = cal.calibrate(str(model), [str(SAMPLE_WARC / "*.warc*")], str(ROOT / "data/sample/labels.tsv"),
-                        settings, base_rate=0.01, target=0.3)
+                        settings, base_rate=0.01, target=0.3)["calibration"]
     meta = json.loads((tmp_path / "classifier.json").read_text())
     assert meta["threshold"] == rec["threshold"] and meta["threshold_chosen_by"] == rec["rule"]
     assert meta["seed_threshold"] != meta["threshold"] and meta["calibration"]["pages"] == rec["pages"]

@@ -50,19 +50,16 @@ def read_labels(path: str) -> dict[str, str]:
 
 def score_pages(model_path: str, warc: Iterable[str], labels: dict[str, str], settings: dict[str, Any]) -> list[Scored]:
     """Every labelled page of the WARC files through the recall path with the threshold at 0.
-    `settings`: the recall options of ScorePages (languages, prefilter, prefilter_threshold,
-    min_chars, min_latin_share, max_page_bytes)."""
+    `settings`: RecallConfig.page_settings(), the options the recall stage decides pages with."""
     from webinstruct.pipeline.recall.job import expand_inputs
     from webinstruct.pipeline.recall.transforms import ScorePages
     from webinstruct.pipeline.recall.warc import read_pages
 
-    scorer = ScorePages(model_path, 0.0, settings.get("prefilter", True), settings.get("prefilter_threshold", 0.0),
-                        settings.get("min_chars", 200), 1, settings.get("min_latin_share", 0.0),
-                        settings.get("languages", ("en",)))
+    scorer = ScorePages.from_settings(model_path, 0.0, settings)
     out: list[Scored] = []
     seen: set[str] = set()
     for path in expand_inputs(list(warc)):
-        for page in read_pages(path, settings.get("max_page_bytes", 2_000_000)):
+        for page in read_pages(path, settings["max_page_bytes"]):
             label = labels.get(page["url"])
             if label is None or page["url"] in seen:
                 continue
@@ -70,9 +67,7 @@ def score_pages(model_path: str, warc: Iterable[str], labels: dict[str, str], se
             reasons: list[str] = []
             doc = scorer(page, lambda name, n=1: reasons.append(name), {})
             dropped = [r for r in reasons if r.startswith("dropped_")]
-            score = doc["score"] if doc is not None else -1.0
-            if doc is None and not dropped:  # scored, under the threshold of 0: cannot happen
-                score = 0.0
+            score = doc["score"] if doc is not None else -1.0  # at a threshold of 0, only a drop loses a page
             out.append(Scored(page["url"], label, float(score), dropped[0] if dropped else ""))
     return out
 
@@ -126,10 +121,20 @@ def metrics(scored: list[Scored], threshold: float, base_rate: float) -> dict[st
             "kept": {label: {"kept": k, "pages": n} for label, (k, n) in sorted(by_label.items())}}
 
 
+def kept_summary(m: dict[str, Any]) -> str:
+    """One line of `metrics`: pages kept per label, recall, false-positive rate, precision."""
+    kept = ", ".join(f"{label} {v['kept']}/{v['pages']}" for label, v in m["kept"].items())
+    return (f"kept {kept}; recall {m['recall']:.3f}, false-positive rate {m['false_positive_rate']:.4f}, "
+            f"precision {m['sample_precision']:.3f} (at a {m['base_rate']:.1%} base rate: "
+            f"{m['precision_at_base_rate']:.3f})")
+
+
 def calibrate(model_path: str, warc: list[str], labels_path: str, settings: dict[str, Any],
-              base_rate: float, target: float, apply: bool = True) -> dict[str, Any]:
-    """Score the labelled crawl sample, choose the threshold, and (apply=True) write it into the
-    model's classifier.json with the sample's metrics. Returns the calibration record."""
+              base_rate: float, target: float, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the labelled crawl sample, choose the threshold and write it into the model's
+    classifier.json with the sample's metrics (under "calibration"); the seed split's threshold
+    stays as "seed_threshold". `meta`: the model's metadata when the caller has it (else read).
+    Returns the metadata as written."""
     from webinstruct.pipeline.recall.classifier import meta_path
 
     labels = read_labels(labels_path)
@@ -137,12 +142,11 @@ def calibrate(model_path: str, warc: list[str], labels_path: str, settings: dict
     threshold, how = choose(scored, base_rate, target)
     record = {"warc": list(warc), "labels": labels_path, "pages": len(scored), "rule": how,
               "crawl_precision": target, **metrics(scored, threshold, base_rate)}
-    if apply:
-        mp = meta_path(model_path)
-        meta = fio.read_json(mp)
-        meta["seed_threshold"] = meta.get("seed_threshold", meta["threshold"])
-        meta["threshold"] = threshold
-        meta["threshold_chosen_by"] = how
-        meta["calibration"] = record
-        fio.write_json(mp, meta, sort_keys=False)
-    return record
+    mp = meta_path(model_path)
+    meta = dict(fio.read_json(mp) if meta is None else meta)
+    meta["seed_threshold"] = meta.get("seed_threshold", meta["threshold"])
+    meta["threshold"] = threshold
+    meta["threshold_chosen_by"] = how
+    meta["calibration"] = record
+    fio.write_json(mp, meta, sort_keys=False)
+    return meta

@@ -46,6 +46,13 @@ class RecallConfig(HTTPSettings, RunnerSettings):
     dedup_buckets: PositiveInt = option(16, "hash buckets for the URL deduplication shuffle")
     round: PositiveInt = option(1, "domain round number recorded on each document")
 
+    def page_settings(self) -> dict:
+        """The options that decide a page's fate (transforms.ScorePages.from_settings): one place
+        for the recall job, the threshold calibration and `classifier report`."""
+        return {"languages": list(self.languages), "prefilter": self.prefilter,
+                "prefilter_threshold": self.prefilter_threshold, "min_chars": self.min_chars,
+                "min_latin_share": self.min_latin_share, "max_page_bytes": self.max_page_bytes}
+
     def out_dir(self) -> str:
         return self.out or f"{self.run.rstrip('/')}/recall"
 

@@ -70,12 +70,7 @@ def build(p: beam.Pipeline, paths: list[str], cfg: RecallConfig, classifier_path
     dofn_cfg = {
         "classifier_path": classifier_path,
         "threshold": cfg.threshold,
-        "prefilter": cfg.prefilter,
-        "prefilter_threshold": cfg.prefilter_threshold,
-        "min_chars": cfg.min_chars,
-        "min_latin_share": cfg.min_latin_share,
-        "languages": list(cfg.languages),
-        "max_page_bytes": cfg.max_page_bytes,
+        **cfg.page_settings(),
         "round": cfg.round,
         "http": cfg.http(),
         # WARC paths stay as written (documents record them); a worker in another working

@@ -73,6 +73,14 @@ class ScorePages:
 
             self.lid = LanguageID()
 
+    @classmethod
+    def from_settings(cls, classifier_path: str, threshold: float, settings: dict[str, Any],
+                      round_: int = 1) -> "ScorePages":
+        """From RecallConfig.page_settings() (extra keys ignored)."""
+        s = settings
+        return cls(classifier_path, threshold, s["prefilter"], s["prefilter_threshold"], s["min_chars"], round_,
+                   s["min_latin_share"], s["languages"])
+
     def __call__(self, page: dict[str, Any], count, tallies: dict[str, dict]) -> dict | None:
         """The recalled document for `page`, or None; every page is added to its domain's tally."""
         url = page["url"]
@@ -153,10 +161,8 @@ class RecallFile(beam.DoFn):
         self.scorer: ScorePages | None = None
 
     def setup(self):
-        c = self.cfg
-        self.scorer = ScorePages(c["classifier_path"], c["threshold"], c["prefilter"],
-                                 c["prefilter_threshold"], c["min_chars"], c["round"], c["min_latin_share"],
-                                 c.get("languages", ()))
+        self.scorer = ScorePages.from_settings(self.cfg["classifier_path"], self.cfg["threshold"], self.cfg,
+                                               self.cfg["round"])
 
     def process(self, path: str) -> Iterator[tuple[str, Any]]:
         count = StageCounter(STAGE)

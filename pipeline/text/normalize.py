@@ -8,6 +8,8 @@ content deduplication.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import re
 import unicodedata
@@ -133,6 +135,14 @@ def _ranges(code_points: list[int]) -> list[str]:
 
 
 def normalization_spec() -> dict:
+    """What `normalize_for_classifier` does, step by step, as JSON-ready data (a fresh copy of
+    `_spec()`, which scans the code points once per process).
+    """
+    return copy.deepcopy(_spec())
+
+
+@functools.lru_cache(maxsize=1)
+def _spec() -> dict:
     """What `normalize_for_classifier` does, step by step, as JSON-ready data.
 
     Written into classifier.json ("normalization") so that a model can be scored outside this
