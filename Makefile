@@ -64,7 +64,7 @@ EVAL_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(MODEL),--model $(MODEL)) \
 DOMAIN_FLAGS := --config $(CONFIG) --run $(RUN) $(if $(LABELER),--labeler $(LABELER)) $(LLM_FLAGS)
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help install demo recall extract refine augment train eval rescore serve-llm stop-llm classifier domains domain-round domain-fetch test test-fast bench clean
+.PHONY: help install demo recall extract refine augment train eval rescore serve-llm stop-llm classifier domains domain-round domain-fetch test test-fast bench bench-grading clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -180,6 +180,9 @@ test-fast: install  ## unit tests only (skip tests marked slow)
 
 bench: install  ## recall side by side with datatrove itself on ../shared/web/mix (speed, pages kept, costs); writes bench/RESULTS.md
 	$(PY) bench/recall.py --out bench/RESULTS.md
+
+bench-grading: install  ## the graders on data/grading_cases: seed vs the original scorers, robust and math-verify vs human verdicts; writes bench/RESULTS.md
+	$(PY) bench/grading.py --out bench/RESULTS.md --check --details build/grading_disagreements.jsonl
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs .pytest_cache

@@ -66,7 +66,8 @@ def normalize(answer: str) -> str:
     a = _TEXT_CMD.sub(r"\1", a)
     a = re.sub(r"\\dfrac|\\tfrac", r"\\frac", a)
     a = re.sub(r"^\s*[a-zA-Z]\s*=\s*", "", a)  # "x = 5" -> "5"
-    a = re.sub(r"(?<=\d),(?=\d{3}\b)", "", a)  # 1,000 -> 1000
+    if not re.match(r"\s*(?:\\\{|[\[(])", a):  # 1,000 -> 1000, but (3,250) is a pair
+        a = re.sub(r"(?<=\d),(?=\d{3}\b)", "", a)
     a = a.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "")
     a = re.sub(r"\s+", "", a).rstrip(".").lower()
     return a

@@ -69,9 +69,17 @@ def _gsm8k_backward(path: Path) -> list[Item]:
 
 
 def _math(path: Path) -> list[Item]:
-    return [Item("math", row["id"], row["problem"], row["boxed_answer_raw"], "math", task="math",
-                 meta={"level": row.get("level", ""), "type": row.get("type", "")})
-            for row in _lines(path)]
+    from webinstruct.evaluation.grading.seed import find_box
+    items = []
+    for row in _lines(path):
+        meta = {"level": row.get("level", ""), "type": row.get("type", "")}
+        # MAmmoTH2's loader read the gold as the text after the solution's last "boxed" substring;
+        # where prose says "boxed" after the last \boxed{} (one problem) the seed grader needs that.
+        harness = find_box(row["solution"])
+        if harness.strip() != row["boxed_answer_raw"].strip():
+            meta["mammoth2_gold"] = harness
+        items.append(Item("math", row["id"], row["problem"], row["boxed_answer_raw"], "math", task="math", meta=meta))
+    return items
 
 
 def _theoremqa(path: Path) -> list[Item]:

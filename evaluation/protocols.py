@@ -3,8 +3,8 @@
 - ``mammoth2``: MAmmoTH2's harness. A one-line header, then the benchmark's exemplars as
   ``Problem:`` / ``Solution:`` blocks, then the question (form ``short``); form ``short:step``
   adds "Let's think step by step." after every ``Solution:``. Few-shot counts: TheoremQA 5,
-  MATH 4, GSM8K 4, GPQA 5, MMLU-STEM 5, BBH 3 (per sub-task), ARC-C 8. Its stop strings; the
-  multiple-choice runner also stops at "####". Up to 2,048 new tokens.
+  MATH 4, GSM8K 4, GPQA 5, MMLU-STEM 5, BBH 3 (per sub-task), ARC-C 8. Its stop strings ("####"
+  among them). Up to 2,048 new tokens.
 - ``metamath``: MetaMath's zero-shot Alpaca prompt followed by " Let's think step by step." (the
   same prompt its models were trained on, `webinstruct.core.formatting`); its stop strings; 512 new
   tokens for GSM8K (and GSM8K-Backward), 2,048 for the rest.
@@ -33,10 +33,13 @@ FEWSHOT = data_path("fewshot")
 
 MAMMOTH2_HEADER = "You are supposed to provide a solution to a given problem.\n\n"
 STEP = "Let's think step by step."
-# MAmmoTH2's run_open.py; run_choice.py (multiple choice) adds "####".
-MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:", "<start_of_turn>", "[INST]",
-                 "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>")
-MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP + ("####",)
+# MAmmoTH2's run_open.py and run_choice.py at the commit the benchmarks come from (9c67cb1): the
+# same list for both ("####" included: a GSM8K-style "#### 18" ends the generation before the 18).
+# Earlier revisions also had "<start_of_turn>" and "[INST]" and only the multiple-choice runner
+# stopped at "####".
+MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:",
+                 "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>", "####")
+MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP
 # MetaMath's eval_gsm8k.py and eval_math.py.
 METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT", "Instruction:",
                  "Instruction", "Response:", "Response")

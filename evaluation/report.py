@@ -6,7 +6,9 @@ benchmarks, MetaMath's three) with the papers' reference rows underneath, so a r
 like with like at a glance. Both graders are reported side by side, and a separate table counts
 where they disagree: the gap between the seed grader (the papers' exact-match rules) and the
 robust one is itself a finding, and hiding it behind one number would make runs look more
-comparable to the papers than they are.
+comparable to the papers than they are. Three examples per benchmark show what the robust grader
+changed, and a table counts the programs the seed grader ran (MAmmoTH2's harness executes outputs
+that print) and how many of them failed, when any ran.
 
 Reading is tolerant of a run cut short: a line that is not a prediction (the torn last one of a
 killed run, a garbled line, a record without `output`) is skipped and counted (`skipped_unreadable`). Writing is atomic (`webinstruct.core.io.write_atomic`), so a report being
@@ -56,6 +58,9 @@ FULL_SIZES = {"theoremqa": 800, "math": 5000, "gsm8k": 1319, "gpqa": 198, "mmlu_
 CHART_BARS = (("ours (seed grader)", "#4C72B0"), ("ours (robust grader)", "#55A868"),
               ("MAmmoTH2-7B (MAmmoTH2 paper)", "#DD8452"), ("Mistral-7B (MAmmoTH2 paper)", "#8C8C8C"))
 DPI = 100
+EXAMPLES = 3  # disagreement examples shown per benchmark
+QUESTION_CHARS = 160  # how much of the question an example shows (its start)
+OUTPUT_CHARS = 240  # how much of the output an example shows (its end, where the answer is)
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -110,12 +115,53 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         counts[2] += r
     out["by_task"] = {task: {"n": c[0], "seed": c[1] / c[0], "robust": c[2] / c[0]}
                       for task, c in sorted(tasks.items())}
+    notes = [str(((r.get("verdicts") or {}).get("seed") or {}).get("note") or "") for r in records]
+    out["programs_executed"] = sum(n.startswith("program") for n in notes)
+    out["program_errors"] = sum(n.startswith("program error") for n in notes)
+    out["disagree_examples"] = disagreement_examples(records, seed, robust)
+    return out
+
+
+def _clip(text: str, limit: int, end: bool = False) -> str:
+    """The first (or, `end`, the last) `limit` characters, an ellipsis marking the cut."""
+    text = text or ""
+    if len(text) <= limit:
+        return text
+    return "…" + text[-limit:] if end else text[:limit] + "…"
+
+
+def disagreement_examples(records: Sequence[Mapping[str, Any]], seed: Sequence[bool], robust: Sequence[bool],
+                          k: int = EXAMPLES) -> list[dict[str, Any]]:
+    """Up to `k` records the graders disagree on, in file order, taking in turn one only robust
+    marks correct and one only seed does, so both kinds show: the question's start, the output's
+    end, the answer each grader read and its verdict."""
+    robust_only = [r for r, s, o in zip(records, seed, robust) if o and not s]
+    seed_only = [r for r, s, o in zip(records, seed, robust) if s and not o]
+    picked: list[Mapping[str, Any]] = []
+    while len(picked) < k and (robust_only or seed_only):
+        for side in (robust_only, seed_only):
+            if side and len(picked) < k:
+                picked.append(side.pop(0))
+    out = []
+    for record in picked:
+        verdicts = record.get("verdicts") or {}
+        example: dict[str, Any] = {"id": record.get("id"), "question": _clip(str(record.get("question") or ""), QUESTION_CHARS),
+                                   "output": _clip(str(record.get("output") or ""), OUTPUT_CHARS, end=True),
+                                   "gold": record.get("gold")}
+        for grader in GRADERS:
+            v = verdicts.get(grader) or {}
+            example[grader] = {"answer": str(v.get("answer") or ""), "correct": bool(v.get("correct")),
+                               "note": str(v.get("note") or "")}
+        out.append(example)
     return out
 
 
 def summarize(predictions_dir: str) -> dict[str, dict[str, Any]]:
     """benchmark -> {n, seed, robust (accuracies 0..1), disagree, seed_only, robust_only, by_task,
-    skipped_unreadable}, from predictions/<benchmark>.jsonl. `by_task` is filled for BBH and for any benchmark
+    programs_executed, program_errors, disagree_examples, skipped_unreadable}, from
+    predictions/<benchmark>.jsonl. `programs_executed` counts the outputs whose program the seed
+    grader ran (its note starts with "program"), `program_errors` those of them that failed ("program
+    error: ..."); `disagree_examples` holds up to three records the graders disagree on. `by_task` is filled for BBH and for any benchmark
     whose records carry more than one task, and is {} otherwise. A file without one readable record
     is left out: the benchmark did not run. `skipped_unreadable` counts lines that are not predictions
     (kept in the file, not graded)."""
@@ -280,6 +326,57 @@ def _graders_table(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
                           rows) + [""]
 
 
+def _code(text: str) -> str:
+    """Text as a Markdown code span on one line: newlines shown as ⏎, delimited by more backticks
+    than it holds in a row."""
+    text = " ⏎ ".join(part.strip() for part in str(text).strip().splitlines()) or " "
+    run = longest = 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or longest else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _said(verdict: Mapping[str, Any]) -> str:
+    answer = _code(verdict["answer"]) if verdict["answer"] else "nothing"
+    note = f", {verdict['note']}" if verdict.get("note") else ""
+    return f"{answer} ({'correct' if verdict['correct'] else 'wrong'}{note})"
+
+
+def _examples(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per benchmark with disagreements: how many, and up to three of them, so a reader sees what
+    the robust grader changes."""
+    shown = [(b, e) for b, e in summary.items() if e.get("disagree")]
+    if not shown:
+        return []
+    lines = ["## Disagreement examples", "",
+             "Up to three answers per benchmark that one grader marks correct and the other wrong: the "
+             "question's start, the output's end, what each grader read.", ""]
+    for benchmark, entry in shown:
+        lines += [f"### {benchmark}: the graders disagree on {entry['disagree']} of {entry['n']} answers", ""]
+        for example in entry.get("disagree_examples") or []:
+            lines += [f"- id {_code(example['id'])}, gold {_code(example['gold'])}",
+                      f"  - question: {_code(example['question'])}",
+                      f"  - output: {_code(example['output'])}",
+                      f"  - seed read {_said(example['seed'])}; robust read {_said(example['robust'])}"]
+        lines.append("")
+    return lines
+
+
+def _programs_table(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Programs the seed grader ran (MAmmoTH2's protocol executes outputs that print), where any ran."""
+    rows = [[b, str(e.get("programs_executed", 0)), str(e.get("program_errors", 0))]
+            for b, e in summary.items() if e.get("programs_executed") or e.get("program_errors")]
+    if not rows:
+        return []
+    return (["## Programs run by the seed grader", "",
+             "MAmmoTH2's harness executes an output that prints (`print(`) and takes what it prints as the "
+             "answer; errors are programs that failed (exception, timeout).", ""]
+            + _table(("benchmark", "programs executed", "program errors"), rows) + [""])
+
+
 def _task_tables(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines: list[str] = []
     for benchmark, entry in summary.items():
@@ -294,8 +391,8 @@ def _task_tables(summary: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def render_markdown(settings: Mapping[str, Any], summary: Mapping[str, Mapping[str, Any]],
                     avg: Mapping[str, Any] | None = None) -> str:
-    """results.md: run header, the two papers' tables with reference rows, grader disagreement,
-    per-task breakdowns."""
+    """results.md: run header, the two papers' tables with reference rows, grader disagreement with
+    examples, programs the seed grader ran (when any), per-task breakdowns."""
     avg = average(summary) if avg is None else avg
     lines = _header(settings, summary)
     lines += _mammoth2_table(summary, avg)
@@ -303,6 +400,8 @@ def render_markdown(settings: Mapping[str, Any], summary: Mapping[str, Mapping[s
     lines += ["Reference rows come from the papers: full test sets and each paper's own prompts and "
               "decoding setup, not this run's.", ""]
     lines += _graders_table(summary)
+    lines += _examples(summary)
+    lines += _programs_table(summary)
     lines += _task_tables(summary)
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -103,7 +103,7 @@ def test_mammoth2_shot_counts_and_exemplar_keys(name, count):
     assert request.prompt.count("\nProblem:\n") == count + 1
     assert request.prompt.endswith(f"\nProblem:\n{item.question}\nSolution:\n")
     assert request.max_tokens == 2048
-    assert ("####" in request.stop) == (item.kind == "choice")
+    assert "####" in request.stop  # run_open.py and run_choice.py both stop there
     assert "Problem:" in request.stop and "\nProblem" in request.stop
 
 

@@ -21,11 +21,12 @@ SETTINGS = {"model": "tiny-mistral", "model_path": "/runs/r1/train/final", "prot
             "seed": 0, "max_new_tokens": 2048}
 
 
-def pred(benchmark: str, i, seed: bool, robust: bool, task: str = "") -> dict:
-    return {"id": str(i), "benchmark": benchmark, "task": task or benchmark, "question": f"q{i}",
-            "prompt": f"Problem: q{i}\nSolution:", "output": "The answer is 1.", "gold": "1",
-            "verdicts": {"seed": {"answer": "1", "correct": seed, "note": ""},
-                         "robust": {"answer": "1", "correct": robust, "note": ""}}}
+def pred(benchmark: str, i, seed: bool, robust: bool, task: str = "", seed_note: str = "",
+         output: str = "The answer is 1.", question: str = "", answers: tuple[str, str] = ("1", "1")) -> dict:
+    return {"id": str(i), "benchmark": benchmark, "task": task or benchmark, "question": question or f"q{i}",
+            "prompt": f"Problem: q{i}\nSolution:", "output": output, "gold": "1",
+            "verdicts": {"seed": {"answer": answers[0], "correct": seed, "note": seed_note},
+                         "robust": {"answer": answers[1], "correct": robust, "note": ""}}}
 
 
 def write_lines(path: str, records: list[dict], tail: str = "") -> None:
@@ -80,10 +81,15 @@ def read(path: str) -> str:
 def test_summary_numbers_exact(eval_dir):
     s = report.summarize(os.path.join(eval_dir, "predictions"))
     assert list(s) == ["math", "gsm8k", "bbh", "arc"]  # the paper's column order; gpqa had no record
+    examples = {b: e.pop("disagree_examples") for b, e in s.items()}
     assert s["gsm8k"] == {"n": 4, "seed": 0.5, "robust": 0.5, "disagree": 2, "seed_only": 1, "robust_only": 1,
-                          "by_task": {}, "skipped_unreadable": 1}
+                          "by_task": {}, "programs_executed": 0, "program_errors": 0, "skipped_unreadable": 1}
     assert s["math"] == {"n": 5, "seed": 0.2, "robust": 0.6, "disagree": 2, "seed_only": 0, "robust_only": 2,
-                         "by_task": {}, "skipped_unreadable": 0}
+                         "by_task": {}, "programs_executed": 0, "program_errors": 0, "skipped_unreadable": 0}
+    # The disagreements shown: robust-only and seed-only in turn, in file order.
+    assert [x["id"] for x in examples["gsm8k"]] == ["1", "2"]
+    assert [x["id"] for x in examples["math"]] == ["1", "2"]
+    assert examples["arc"] == []
     assert s["arc"]["n"] == 2 and s["arc"]["seed"] == 0.5 and s["arc"]["robust"] == 0.5
     bbh = s["bbh"]
     assert (bbh["n"], bbh["seed"], bbh["robust"], bbh["disagree"], bbh["seed_only"], bbh["robust_only"]) \
@@ -233,3 +239,80 @@ def test_import_does_not_load_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False"
+
+
+# ---- disagreement examples and programs --------------------------------------------------------
+
+def test_disagreement_examples_alternate_and_clip():
+    long_q = "Q" * 300
+    long_out = "x" * 500 + "\nThe answer is 7."
+    records = [pred("math", 0, True, True), pred("math", 1, False, True, question=long_q, output=long_out,
+                                                 answers=("", "7")),
+               pred("math", 2, False, True), pred("math", 3, False, True), pred("math", 4, True, False,
+                                                                                answers=("7", "7.5")),
+               pred("math", 5, True, False)]
+    entry = report.summarize_records(records)
+    assert (entry["disagree"], entry["seed_only"], entry["robust_only"]) == (5, 2, 3)
+    ex = entry["disagree_examples"]
+    assert [x["id"] for x in ex] == ["1", "4", "2"]  # robust-only, seed-only, robust-only: at most three
+    first = ex[0]
+    assert first["question"] == "Q" * report.QUESTION_CHARS + "…"
+    assert first["output"].startswith("…") and first["output"].endswith("The answer is 7.")
+    assert len(first["output"]) == report.OUTPUT_CHARS + 1
+    assert first["seed"] == {"answer": "", "correct": False, "note": ""}
+    assert first["robust"] == {"answer": "7", "correct": True, "note": ""}
+    assert ex[1]["seed"]["answer"] == "7" and ex[1]["robust"] == {"answer": "7.5", "correct": False, "note": ""}
+    # No disagreement: no example.
+    assert report.summarize_records([pred("math", 0, True, True)])["disagree_examples"] == []
+
+
+def test_markdown_shows_disagreement_examples(eval_dir):
+    write_lines(os.path.join(eval_dir, "predictions", "theoremqa.jsonl"),
+                [pred("theoremqa", 0, False, True, question="What is `x`?\nCompute it.",
+                      output="Step 1.\nSo x = ``1``.\nThe answer is 1", answers=("", "1"), seed_note="no answer phrase")])
+    report.write_results(eval_dir, SETTINGS)
+    md = read(os.path.join(eval_dir, "results.md"))
+    lines = md.splitlines()
+    i = lines.index("## Disagreement examples")
+    assert i > lines.index("## Where the graders disagree")
+    assert "### gsm8k: the graders disagree on 2 of 4 answers" in lines
+    assert "### arc" not in md  # no disagreement there
+    t = lines.index("### theoremqa: the graders disagree on 1 of 1 answers")
+    assert lines[t + 2:t + 6] == [
+        "- id `0`, gold `1`",
+        "  - question: `` What is `x`? ⏎ Compute it. ``",
+        "  - output: ``` Step 1. ⏎ So x = ``1``. ⏎ The answer is 1 ```",
+        "  - seed read nothing (wrong, no answer phrase); robust read `1` (correct)"]
+    g = lines.index("### gsm8k: the graders disagree on 2 of 4 answers")
+    assert lines[g + 2] == "- id `1`, gold `1`"
+    assert lines[g + 5] == "  - seed read `1` (wrong); robust read `1` (correct)"
+    assert lines[g + 6] == "- id `2`, gold `1`"
+    assert "## Programs run by the seed grader" not in md  # none ran
+    data = json.loads(read(os.path.join(eval_dir, "results.json")))
+    assert data["benchmarks"]["theoremqa"]["disagree_examples"][0]["seed"]["note"] == "no answer phrase"
+
+
+def test_program_counts_in_json_and_markdown(tmp_path):
+    d = str(tmp_path / "eval")
+    write_lines(os.path.join(d, "predictions", "theoremqa.jsonl"),
+                [pred("theoremqa", 0, True, True, seed_note="program"),
+                 pred("theoremqa", 1, False, False, seed_note="program error: timeout"),
+                 pred("theoremqa", 2, False, False, seed_note="program error: NameError"),
+                 pred("theoremqa", 3, True, True, seed_note="no answer phrase")])
+    write_lines(os.path.join(d, "predictions", "gsm8k.jsonl"),
+                [pred("gsm8k", 0, True, True, seed_note="program"), pred("gsm8k", 1, True, True)])
+    write_lines(os.path.join(d, "predictions", "math.jsonl"), [pred("math", 0, True, True)])
+    data = report.write_results(d, SETTINGS)
+    b = data["benchmarks"]
+    assert (b["theoremqa"]["programs_executed"], b["theoremqa"]["program_errors"]) == (3, 2)
+    assert (b["gsm8k"]["programs_executed"], b["gsm8k"]["program_errors"]) == (1, 0)
+    assert (b["math"]["programs_executed"], b["math"]["program_errors"]) == (0, 0)
+    on_disk = json.loads(read(os.path.join(d, "results.json")))["benchmarks"]
+    assert on_disk["theoremqa"]["program_errors"] == 2
+    lines = read(os.path.join(d, "results.md")).splitlines()
+    i = lines.index("## Programs run by the seed grader")
+    k = lines.index("| benchmark | programs executed | program errors |", i)
+    assert lines[k + 1] == "|---|---:|---:|"
+    assert lines[k + 2:k + 4] == ["| theoremqa | 3 | 2 |", "| gsm8k | 1 | 0 |"]
+    assert not any(line.startswith("| math |") for line in lines[k:])  # math ran none: no row
+    assert "## Disagreement examples" not in lines  # the graders agree everywhere here

@@ -53,7 +53,9 @@ CASES = [
     (number("18"), "The answer is $18.", True),
     (number("18"), "The answer is 18 dollars per day.", True),
     (number("18"), "#### 18.00", True),
-    (number("18"), "The answer is 18.001", True),  # within 1e-4 relative
+    (number("18"), "The answer is 18.001", False),  # integers are exact
+    (number("1200"), "The answer is 1201.", False),
+    (number("1200"), "The answer is 1200.0", True),
     (number("18"), "The answer is 18.1", False),
     (number("1000"), "The answer is 1,000.", True),
     (number("1000"), "The answer is \\$1,000", True),
@@ -119,7 +121,8 @@ CASES = [
     (math_("8"), "\\boxed{8x - 1}", False),
     # theoremqa
     (tqa(11760, "integer"), "The answer is 11760.", True),
-    (tqa(100, "integer"), "The answer is 103", True),  # within 4%
+    (tqa(100, "integer"), "The answer is 103", False),  # integers are exact
+    (tqa(100.0, "float"), "The answer is 103", True),  # floats within 4%
     (tqa(100, "integer"), "The answer is 105", False),
     (tqa(0.0012, "float"), "The answer is 1.2e-3", True),
     (tqa(0.0012, "float"), "The answer is $1.2 \\times 10^{-3}$", True),
@@ -134,7 +137,8 @@ CASES = [
     (tqa(False, "bool"), "The answer is: I do not know", False),  # "not"/"know" are not "no"
     (tqa(False, "bool"), "The answer is nothing", False),
     (tqa(False, "bool"), "The answer is False", True),
-    (tqa([1, 2], "list of integer"), "The answer is [2, 1]", True),  # lists compare sorted
+    (tqa([1, 2], "list of integer"), "The answer is [2, 1]", False),  # a TheoremQA list is ordered
+    (tqa([1, 2], "list of integer"), "The answer is [1, 2]", True),
     (tqa([1, 2], "list of integer"), "The answer is [1, 2, 3]", False),
     (tqa([0.333, 0.25], "list of float"), "The answer is [\\frac{1}{3}, 0.25]", True),
     (tqa([0.333, 0.25], "list of float"), "The answer is (0.33, 0.5)", False),
@@ -205,7 +209,8 @@ def test_pool_agrees_with_in_process_grading():
 
 
 @pytest.mark.parametrize("output,answer,note", [
-    ("First \\boxed{3}, then \\boxed{\\frac{1}{2}}. The answer is 7", "\\frac{1}{2}", ""),  # last box wins
+    ("First \\boxed{3}, then \\boxed{\\frac{1}{2}}. The answer is 7", "7", ""),  # the last statement wins
+    ("The answer is 7. Check: \\boxed{\\frac{1}{2}}", "\\frac{1}{2}", ""),
     ("The answer is: 18", "18", ""),
     ("The final answer is:\n\n$$\\frac{3}{4}$$", "\\frac{3}{4}", ""),
     ("Final Answer: The final answer is $42$. I hope it is correct.", "42", ""),
@@ -350,3 +355,52 @@ def test_pool_reports_workers_that_cannot_start():
     outcomes = run_isolated(_square, [(1,), (2,)], workers=1, timeout=10, preload=("no_such_module_here",))
     assert [o.status for o in outcomes] == ["error", "error"]
     assert "workers failed to start" in outcomes[0].detail
+
+
+# The kinds of reading issue 17 named, each as it reaches the grader (protocol, output, verdict).
+TEMPS = {"A": "65° F", "B": "72° F", "C": "80° F", "D": "90° F"}
+
+
+def temps(gold):
+    return Item("arc", "0", "q", gold, "choice", task="arc", choices=dict(TEMPS))
+
+
+KINDS = [
+    (number("7"), "mammoth2", "3+4=7. The answer is 7\n\nProblem: Tom has 21. The answer is 21", True),  # run-on
+    (number("7"), "metamath", "3+4=7. The answer is: 7\n\nQuestion: Tom has 21. The answer is: 21", True),
+    (number("21"), "mammoth2", "3+4=7. The answer is 7\n\nProblem: Tom has 21. The answer is 21", False),
+    (temps("B"), "chat", "72° F", True),  # the option's text alone
+    (temps("B"), "chat", "The answer is (b)", True),
+    (temps("B"), "chat", "B, I think.", True),
+    (temps("D"), "chat", "(D) is correct, since the others are too cold.", True),
+    (temps("A"), "chat", "The answer is option A because it is coldest.", True),
+    (temps("B"), "chat", "The answer is option 2", True),  # the second option
+    (temps("B"), "chat", "The answer is either (B) or (D).", False),  # a hedge
+    (temps("B"), "chat", "It is either (B) or (D).", False),
+    (temps("B"), "chat", "It is not (A). I'd go with (B).", True),
+    (number("1200"), "chat", "The answer is 1201", False),
+    (tqa(5280, "integer"), "chat", "The answer is 5281", False),
+    (number("12"), "chat", "The answer is twelve.", True),
+    (number("205"), "chat", "The answer is two hundred and five.", True),
+    (number("-5"), "chat", "The answer is negative 5.", True),
+    (number("22333444"), "chat", "The answer is $22,\\!333,\\!444$.", True),
+    (math_("(3,250)"), "chat", "The answer is $(3,250)$", True),
+    (math_("(3,250)"), "chat", "The answer is $(3250)$", False),  # a pair is not a number
+    (math_("-\\frac{3}{7}"), "chat", "Simplifying, x = -\\dfrac{3}{7}.", True),  # a bare final expression
+    (math_("(2,5]"), "chat", "So the solution set is\n$(2,5]$", True),
+    (math_("(-\\infty,3]"), "chat", "$y \\leq 3$ is the solution", True),
+    (number("5"), "chat", "The value is \\frac15", False),  # not the denominator
+    (math_("2, 3"), "chat", "The roots are $\\boxed{2}$ and $\\boxed{3}$.", True),  # several boxes
+    (math_("\\frac{1}{2}"), "chat", "Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.", True),
+    (number("7"), "chat", "\\boxed{5}. Wait, I made an error. The answer is 7.", True),  # a later statement wins
+    (tqa(True, "bool"), "chat", "We check each condition. So the statement is true.", True),
+    (tqa(False, "bool"), "chat", "Hence the claim is not true.", True),
+    (math_("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"), "chat",
+     "So the matrix is $\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}$.", True),
+]
+
+
+@pytest.mark.parametrize("item,protocol,output,correct", KINDS, ids=[f"{c[0].kind}-{i}" for i, c in enumerate(KINDS)])
+def test_reading_kinds(item, protocol, output, correct):
+    verdict = grade_robust_many([(item, output)], workers=1, timeout=20.0, protocol=protocol)[0]
+    assert verdict.correct is correct, verdict

@@ -82,9 +82,12 @@ def test_mammoth2_math(output, gold, answer, correct):
 
 def test_mammoth2_math_repeated_phrase_keeps_the_first_paragraph():
     # Two "The answer is" read as the model writing a new few-shot problem: paragraph one counts.
-    output = "Adding gives 5. The answer is 5.\n\nProblem: next one.\nThe answer is 7."
+    output = "Adding gives 5. The answer is 5.\n\nCheck: next one.\nThe answer is 7."
     verdict = grade_seed(math_item("5"), output, "mammoth2")
     assert verdict == Verdict("5", True, "repeated answer phrase: first paragraph only")
+    # A run-on into "Problem:" never reaches the scorer: generation stopped there.
+    output = "Adding gives 5. The answer is 5.\n\nProblem: next one.\nThe answer is 7."
+    assert grade_seed(math_item("5"), output, "mammoth2") == Verdict("5", True, "")
 
 
 def test_mammoth2_math_last_boxed_wins():
@@ -313,9 +316,19 @@ def test_every_gsm8k_gold_solution_grades_correct():
         metamath_style = body.rstrip() + "\nThe answer is: " + gold
         if not grade_seed(item, metamath_style, "metamath").correct:
             wrong.append((i, "metamath"))
-        if not grade_seed(item, row["response"], "mammoth2").correct:
+        # "####" is one of MAmmoTH2's stop strings: its models answer "The answer is X".
+        if not grade_seed(item, body.rstrip() + "\nThe answer is " + gold, "mammoth2").correct:
             wrong.append((i, "mammoth2"))
-    assert wrong == []
+    # Solution 138 writes "Questions Mark completed ...": MetaMath's stop string "Question" ends it
+    # there, as vLLM would have, before the appended answer.
+    assert wrong == [(138, "metamath")]
+
+
+def test_mammoth2_gsm8k_hashes_are_a_stop_string():
+    # "#### 18" ends the generation before the 18 (run_open.py stops at "####"): the last number
+    # before it is read, as upstream.
+    assert grade_seed(number_item("18"), "9 * 2 = 18\n#### 18", "mammoth2").correct
+    assert not grade_seed(number_item("18"), "9 * 2 = 18 dollars, 4 hours\n#### 18", "mammoth2").correct
 
 
 def test_math_gold_solutions_grade_correct_where_upstream_would():
@@ -325,8 +338,10 @@ def test_math_gold_solutions_grade_correct_where_upstream_would():
     intermediate_algebra/1289 boxes "\\frac{7}{5} + \\frac{1}{5} i." and the scorer strips the
     answer's final "." but not the gold's; prealgebra/177 writes "the answer is" in its prose
     after the \\boxed{}, so the text after that phrase (which has no number or box) is read.
-    MetaMath reads the solution with "The answer is: <gold>" appended: 1 of 5,000 fails, the same
-    intermediate_algebra/1289 (its "." is cut from the answer, not from the gold).
+    MetaMath reads the solution with "The answer is: <gold>" appended: 2 of 5,000 fail, the same
+    intermediate_algebra/1289 (its "." is cut from the answer, not from the gold), and
+    prealgebra/1465, whose solution says "Question 1:": "Question" is one of MetaMath's stop
+    strings, so the appended answer is never reached.
     """
     rows = _jsonl(DATA / "math" / "MATH_test.jsonl.gz")
     assert len(rows) == 5000
@@ -339,7 +354,7 @@ def test_math_gold_solutions_grade_correct_where_upstream_would():
         if not grade_seed(item, appended, "metamath").correct:
             wrong["metamath"].add(row["id"])
     assert wrong == {"mammoth2": {"intermediate_algebra/1289.json", "prealgebra/177.json"},
-                     "metamath": {"intermediate_algebra/1289.json"}}
+                     "metamath": {"intermediate_algebra/1289.json", "prealgebra/1465.json"}}
 
 
 def test_math_metamath_style_solution_under_mammoth2_loses_words():
@@ -367,3 +382,14 @@ def test_theoremqa_golds_answered_verbatim():
     assert len(rows) == 800
     assert sorted(wrong) == sorted(["4e-05", "3e-36", "-6e+25", "3.5e-08", "4.7e-34", "1e-24", "3.54e-07",
                                     "1.28e-06", "4.1e-08", "[3]"])
+
+
+def test_mammoth2_takes_the_harness_gold_where_it_differs():
+    # prealgebra/177 says "not boxed the correct answer" in prose after its last \boxed{12}: MAmmoTH2's
+    # loader cut its gold there, so no answer matches it; MetaMath's last-box rule gives 12.
+    from webinstruct.evaluation.benchmarks import load
+    differ = [item for item in load("math") if "mammoth2_gold" in item.meta]
+    assert [item.id for item in differ] == ["prealgebra/177.json"]
+    item = differ[0]
+    assert not grade_seed(item, "The answer is 12", "mammoth2").correct
+    assert grade_seed(item, "The answer is: 12", "metamath").correct

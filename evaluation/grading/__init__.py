@@ -5,8 +5,9 @@ Two graders run on every prediction and both are reported:
 - ``seed`` reproduces the scorer of the paper whose protocol produced the output (MAmmoTH2's
   harness for the ``mammoth2`` and ``chat`` protocols, MetaMath's scripts for ``metamath``),
   quirks included, so our numbers can be set beside theirs.
-- ``robust`` reads the answer however it is phrased and compares it symbolically (math-verify,
-  sympy), numerically with a tolerance, or by option letter or option text.
+- ``robust`` reads the answer however it is phrased (after cutting the output at the protocol's
+  stop strings) and compares it symbolically (math-verify, sympy), numerically (exact, or with the
+  benchmark's own tolerance), or by option letter, number or text.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def grade(item, output: str, grader: str, protocol: str) -> Verdict:
         return grade_seed(item, output, protocol)
     if grader == "robust":
         from webinstruct.evaluation.grading.robust import grade_robust
-        return grade_robust(item, output)
+        return grade_robust(item, output, protocol=protocol)
     raise ValueError(f"unknown grader {grader!r}; choose from {', '.join(GRADERS)}")
 
 
@@ -41,7 +42,7 @@ def grade_all(pairs: list, protocol: str, workers: int = 2, timeout: float = 5.0
     keeps the robust grader's worker processes across calls; without it each call starts its own."""
     from webinstruct.evaluation.grading.robust import grade_robust_many
     from webinstruct.evaluation.grading.seed import grade_seed
-    robust = grade_robust_many(pairs, workers=workers, timeout=timeout, pool=pool)
+    robust = grade_robust_many(pairs, workers=workers, timeout=timeout, pool=pool, protocol=protocol)
     return [{"seed": grade_seed(item, output, protocol), "robust": r} for (item, output), r in zip(pairs, robust)]
 
 

@@ -1,21 +1,27 @@
 """The robust grader: read the answer however the model phrased it, then compare it the way the
 question's kind needs.
 
-Reading (`extract_answer`): the last \\boxed{}, else the last answer phrase that says something
-("The answer is: X", "The correct answer is X", "Final answer: X", "Answer: X", "#### X"); for
-multiple choice, an option's whole text when the phrase is followed by it. Without either, a multiple
-choice question takes an option letter the text names ("option C is correct"), a numeric question
-its last number (note "last number"), anything else has no answer.
+Reading (`extract_answer`), on the output cut at the protocol's stop strings (a run-on into an
+invented next problem is not part of the answer): the last explicit statement wins, whether a
+\\boxed{} or an answer phrase ("The answer is: X", "The correct answer is X", "Final answer: X",
+Minerva's "The final answer is $X$. I hope it is correct.", "Answer: X", "#### X"); a phrase
+counts only when what follows it looks like an answer to this question (a number for a number
+question, an option for multiple choice, ...). Several boxes together answer a question whose
+gold has several values. Without either: multiple choice takes an affirmed option ("(D) is
+correct", "I'd go with B", a last line that is an option), true/false questions the truth value
+the last sentence states, MATH the final expression ("... = -\\dfrac{3}{7}."), number questions
+their last number (note "last number").
 
 Comparing (by `Item.kind`):
-- number: numerically, relative tolerance 1e-4, units and "$" dropped; "50%" matches 50 and 0.5.
+- number: exactly (integers) or to 1e-9 (decimals), units, "$", separators and number words read;
+  "50%" matches 50 and 0.5.
 - math: equal after `normalize`, or equal plain numbers, else symbolically (math-verify, sympy;
   see `symbolic`). Option-letter golds ("\\text{(C)}"), word golds ("\\text{odd}") and base-b
   numerals ("40_9") compare as letters, words and digits, never symbolically ("Nevely" is not
   "Evelyn" reordered).
-- theoremqa: by answer type: numbers within 4% (the paper's tolerance), lists sorted and
-  element-wise, booleans from whole words (true/yes, false/no), options by letter.
-- choice: by letter, or by the option's text.
+- theoremqa: by answer type: floats within 4% (the benchmark's tolerance), integers exactly,
+  lists element-wise, booleans from whole words (true/yes, false/no), options by letter.
+- choice: by key, option number or option text (`options`); a hedge is wrong.
 - bbh: option letter or text, True/False, valid/invalid, yes/no, numbers, and whitespace-normalised
   strings for word sorting and Dyck languages.
 
@@ -29,31 +35,49 @@ import string
 
 from webinstruct.core.answers import _braced, normalize, to_number
 from webinstruct.evaluation.grading import Verdict
+from webinstruct.evaluation.grading.numbers import (NUMBER, NUMBER_WORDS, TEXT_CMD as _TEXT_CMD, last_number,
+                                                    plain as _plain, read_number as _read_number)
+from webinstruct.evaluation.grading.options import EDGE as _EDGE, HEDGE, choice_letters as _choice_letters
+from webinstruct.evaluation.grading.options import option_said, pick, pick_in_text
+from webinstruct.evaluation.grading.program_text import looks_like_program, printed_value
 from webinstruct.evaluation.items import Item
 
-THEOREMQA_TOLERANCE = 0.04  # relative, as MAmmoTH2's TheoremQA scorer
-NUMBER_TOLERANCE = 1e-4
+THEOREMQA_TOLERANCE = 0.04  # relative: TheoremQA's own rule for float answers
+NUMBER_TOLERANCE = 1e-9  # exact, up to float rounding
 
 # ----------------------------------------------------------------------------------------------
 # Reading the answer
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _PHRASE = re.compile(
-    r"\banswer\s*\**\s*(?:is|would\s+be|should\s+be|will\s+be)\b\s*\**\s*[:：]?"  # the (correct) answer is
+    r"\banswer\s*\**\s*(?:is|would\s+be|should\s+be|will\s+be|must\s+be|equals)\b\s*\**\s*[:：]?"  # the (correct) answer is
     r"|\banswers?\s*\**\s*[:：]"  # Answer: / Final answer: / **Answer:**
+    r"|\b(?:correct|right|best|final)\s+(?:option|choice)\s*\**\s*(?:is|would\s+be|[:：])\s*\**\s*[:：]?"  # The correct option is:
+    r"|^[ \t]*#+[ \t]*(?:final[ \t]+)?(?:answer|result)s?[ \t]*[:：]?[ \t]*$"  # ### Final Answer
     r"|^[ \t]*####(?!#)",  # GSM8K
     re.I | re.M)
 _DOLLAR = re.compile(r"(?<!\\)\$")
-_EDGE = "*`\"'“”‘’ \t"
-_NUMBER = re.compile(r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)")
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.S)
 
 
-def _last_boxed(text: str) -> str:
-    for m in reversed(list(_BOXED.finditer(text))):
+def stop_strings(item: Item, protocol: str) -> tuple[str, ...]:
+    """The strings generation stopped at under `protocol` ("" or "chat": none)."""
+    from webinstruct.evaluation import protocols as p
+    if protocol == "mammoth2":
+        return p.MAMMOTH2_CHOICE_STOP if item.kind == "choice" else p.MAMMOTH2_STOP
+    if protocol == "metamath":
+        return p.METAMATH_STOP
+    return ()
+
+
+def _boxes(text: str) -> list[tuple[int, str]]:
+    """(position, content) of every non-empty \\boxed{} / \\fbox{}."""
+    found = []
+    for m in _BOXED.finditer(text):
         inner = _braced(text, m.end())
         if inner and inner.strip():
-            return inner
-    return ""
+            found.append((m.start(), inner))
+    return found
 
 
 def _after_phrase(text: str, end: int) -> str:
@@ -62,28 +86,26 @@ def _after_phrase(text: str, end: int) -> str:
     line, _, more = text[end:].partition("\n")
     if not line.strip(_EDGE + ":$."):
         line = next((x for x in more.split("\n") if x.strip(_EDGE + "$")), "")
-    # A sentence ends at a period followed by a space (not the one in "3.5").
+    # A sentence ends at a period followed by a space (not the one in "3.5"), or at "I hope".
+    line = re.split(r"\s+I hope it is correct", line, maxsplit=1)[0]
+    m = _MATH_SPAN.match(line.lstrip(_EDGE))
+    if m:  # "$x = 2. 5$ because ...": the math span is the answer, whole
+        return m.group(0)
     return re.split(r"\.\s", line + " ", maxsplit=1)[0]
 
 
 def _clean(answer: str) -> str:
     """Drop the decoration around an answer: markdown emphasis, quotes, $ and \\( \\) delimiters,
-    a trailing period."""
+    a \\boxed{} around it, a trailing period."""
     a = answer.strip().strip(_EDGE)
     a = _DOLLAR.sub("", a).strip()
     a = re.sub(r"^(?:\\\[|\\\()\s*|\s*(?:\\\]|\\\))$", "", a)
+    m = _BOXED.match(a)
+    if m:
+        inner = _braced(a, m.end())
+        if inner and a[m.end() + len(inner) + 1:].strip(" .") == "":
+            a = inner
     return a.strip().rstrip(".。").strip(_EDGE).rstrip(".").strip()
-
-
-def _choice_letters(item: Item) -> str:
-    """The option letters an item accepts, or "" when it is not multiple choice."""
-    if item.kind == "choice":
-        return "".join(sorted(item.choices)) or "ABCD"
-    if item.kind == "bbh" and re.fullmatch(r"\([A-Z]\)", item.gold.strip()):
-        return "".join(sorted(item.choices)) or string.ascii_uppercase
-    if item.kind == "theoremqa" and item.meta.get("answer_type") == "option":
-        return "ABCDE"
-    return ""
 
 
 def _is_numeric(item: Item) -> bool:
@@ -97,99 +119,236 @@ def _is_numeric(item: Item) -> bool:
     return False
 
 
-def _says_no_number(item: Item, answer: str) -> bool:
-    """A number question's answer phrase followed by words only ("the answer is not obvious
-    yet"): no answer was given there, so the fallback reading applies."""
-    return item.kind != "math" and _is_numeric(item) and not re.search(r"[\d\\]", answer)
+def _is_bool(item: Item) -> bool:
+    if item.kind == "theoremqa":
+        return item.meta.get("answer_type") == "bool"
+    return item.kind == "bbh" and item.gold.strip().lower() in ("true", "false", "yes", "no", "valid", "invalid")
 
 
-_LETTER_IN_TEXT = re.compile(
-    r"(?i:\b(?:answer|option|choice)\s*(?:is\s*)?[:：]?)\s*\**\s*(?:\(([A-Za-z1-9])\)|([A-Z1-9])(?![\w]))")
+def _multi_valued(item: Item) -> bool:
+    """A gold of several values (a list or a set of solutions), which several boxes may give."""
+    if item.kind == "theoremqa":
+        return item.meta.get("answer_type", "").startswith("list")
+    if item.kind == "math":
+        g = re.sub(r"\\!|\{,\}", "", item.gold.strip())
+        if re.fullmatch(r"\\?\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?", g):  # one number: 15,600
+            return False
+        several = "," in g or re.search(r"\\text\{\s*(?:and|or)\s*\}|\band\b", g)
+        return bool(several) and not re.match(r"\\\{|\\left|\\begin|[\[(]", g)
+    return False
 
 
-def _letter_in_text(text: str, letters: str) -> str:
-    """An option letter named in free text: "option C is correct", "choice (B)", or a last line
-    that is just a letter."""
-    for m in reversed(list(_LETTER_IN_TEXT.finditer(text))):
-        letter = (m.group(1) or m.group(2)).upper()
-        if letter in letters:
-            return letter
-    lines = [x for x in text.strip().split("\n") if x.strip()]
-    if lines:
-        m = re.fullmatch(r"\W*\(?([A-Z1-9])\)?[.:)]?\W*", lines[-1])
-        if m and m.group(1) in letters:
-            return m.group(1)
+def _answer_like(item: Item, answer: str, letters: str) -> bool:
+    """Whether the words after an answer phrase answer this question at all ("the answer is
+    not obvious yet", "to check that the answer is reasonable" do not)."""
+    if not answer:
+        return False
+    if letters:
+        return bool(pick(answer, letters, item.choices)) or bool(option_said(answer, item.choices))
+    if _is_bool(item):
+        return _bool_of(answer) is not None or _lead_word(answer) in ("valid", "invalid")
+    if _is_numeric(item) and item.kind != "bbh":
+        return bool(re.search(r"[\d\\]", answer)) or bool(NUMBER_WORDS.search(answer))
+    if item.kind == "math" and not _is_words(item.gold):
+        return bool(re.search(r"[\d\\^=(\[{<>+\-*/|]", answer)) or len(answer.split()) <= 3
+    return True
+
+
+def _stated(item: Item, text: str, letters: str) -> tuple[int, str]:
+    """(position, answer) of the last answer phrase that says something answer-like, else (-1, "")."""
+    for phrase in reversed(list(_PHRASE.finditer(text))):
+        rest = text[phrase.end():]
+        option = option_said(rest, item.choices) if letters else ""
+        answer = option or _clean(_after_phrase(text, phrase.end()))
+        if _answer_like(item, answer, letters):
+            return phrase.start(), answer
+    return -1, ""
+
+
+_RELATION = re.compile(r"(?<![<>!\\])=(?!=)|\\approx")
+_LAYOUT = re.compile(r"^\s*(?:\\begin\{[^}]*\}|\\end\{[^}]*\}|\\\[|\\\]|\$\$|```\w*)\s*$")
+
+
+def _content_lines(text: str) -> list[str]:
+    """The lines that carry something: no blank lines, no bare \\begin/\\end, \\[ \\], $$ or fences."""
+    return [x for x in text.strip().split("\n") if x.strip(_EDGE + "$.") and not _LAYOUT.match(x)]
+
+
+def _final_expression(text: str) -> str:
+    """A MATH solution's final expression when it states no answer: the last math span of the
+    last line ("$(2,5]$", "$y \\leq 3$ is the solution"), or the right side of its last "="."""
+    lines = _content_lines(text)
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    spans = [next(g for g in m.groups() if g is not None) for m in _MATH_SPAN.finditer(line)]
+    expr = spans[-1] if spans else line
+    if not spans and len(line.split()) > 6 and "=" not in line:
+        return ""  # a sentence of words, not an expression
+    if "\\begin" not in expr:  # a row of an align environment: "\\text{result} &= 3 \\\\"
+        expr = re.sub(r"\\\\\s*$", "", expr).replace("&", "")
+    parts = _RELATION.split(expr)
+    if len(parts) > 1:
+        expr = parts[-1]
+    return _clean(expr)
+
+
+_LABEL = re.compile(r"^\s*(?:#+\s*)?(?:\*\*)?(?:final\s+answer|answer|result|solution|hence|therefore|thus|so)"
+                    r"(?:\*\*)?\s*[:：,]?\s*(?:\*\*)?\s*$", re.I)
+
+
+def _labelled_last_line(text: str) -> str:
+    """The last line when the line before it announces it ("Result:", "Hence:", "## Answer")."""
+    lines = _content_lines(text)
+    if len(lines) >= 2 and _LABEL.match(lines[-2]):
+        return _clean(lines[-1])
     return ""
 
 
-def extract_answer(item: Item, output: str) -> tuple[str, str]:
+_TRUTH = re.compile(r"\b(?:(not|n[o’']t)\s+(?:\w+\s+)?)?(true|false|valid|invalid|yes|no|correct|incorrect|"
+                    r"plausible|implausible|tells\s+the\s+truth|lies)\b", re.I)
+_TRUE_WORDS = ("true", "yes", "correct", "plausible", "tells the truth")
+
+
+def _truth_in_text(text: str) -> str:
+    """The truth value the last sentence that states one gives ("So the statement is true.",
+    "this is not valid", "the sentence is implausible", "So Shaunda tells the truth"), as
+    "True"/"False"/"valid"/"invalid"; "" when none."""
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if x.strip()]
+    for sentence in reversed(sentences[-3:]):
+        hits = list(_TRUTH.finditer(sentence))
+        if not hits and "starting point" not in sentence:
+            continue
+        if re.search(r"\b(?:back\s+(?:at|to)|returns?\s+to|end\s+up\s+at)\s+the\s+starting\s+point", sentence, re.I):
+            return "False" if re.search(r"\b(?:not|never)\b|n[’']t\b", sentence, re.I) else "True"
+        m = hits[-1]
+        word, negated = " ".join(m.group(2).lower().split()), bool(m.group(1))
+        if word in ("valid", "invalid"):
+            return "valid" if (word == "valid") != negated else "invalid"
+        return "True" if (word in _TRUE_WORDS) != negated else "False"
+    return ""
+
+
+_HEDGE_WORDS = re.compile(r"\b(?:either\b.*\bor|or\s+(?:maybe|possibly|perhaps)|not\s+sure|unsure|can(?:not|'t)\s+(?:decide|tell))\b",
+                          re.I | re.S)
+_OR = re.compile(r"\s(?:or|and/or)\s")
+
+
+def _hedged(item: Item, answer: str) -> bool:
+    """An answer that offers alternatives ("either 25 or -25", "6 or maybe 7", "Yes or No")."""
+    if _HEDGE_WORDS.search(answer):
+        return True
+    if item.kind == "bbh" and item.task in ("word_sorting", "dyck_languages"):
+        return False
+    sides = _OR.split(answer)
+    return len(sides) == 2 and all(_answer_like(item, x.strip(_EDGE + ".,;"), "") for x in sides) \
+        and len(answer.split()) <= 12
+
+
+def _last_sentence(text: str) -> str:
+    lines = _content_lines(text)
+    if not lines:
+        return ""
+    parts = [x for x in re.split(r"(?<=[.!?;])\s+", lines[-1].strip()) if x.strip()]
+    return parts[-1] if parts else ""
+
+
+def _last_number(text: str) -> str:
+    """The last number of a solution; a number in words or a signed phrase when the last
+    sentence has no digits ("So the value we want is ten.", "the result is negative 3")."""
+    text = re.sub(r"\{,\}|,\\!", ",", text)
+    sentence = _last_sentence(text)
+    plain_sentence = sentence.replace("−", "-")
+    signed = re.search(r"\b(?:negative|minus)\s+(\d[\d,]*(?:\.\d+)?|[a-z]+(?:[\s-][a-z]+)*)", plain_sentence, re.I)
+    if signed and _read_number(signed.group(1)):
+        return "-" + signed.group(1)
+    below = re.search(r"(\d+(?:\.\d+)?)\s*(?:degrees?\s+)?below\s+zero", plain_sentence, re.I)
+    if below:
+        return "-" + below.group(1)
+    if not re.search(r"\d", sentence):
+        words = list(NUMBER_WORDS.finditer(sentence))
+        if words:
+            return words[-1].group(0)
+    return last_number(text.replace("−", "-"))
+
+
+def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, str]:
     """(the answer the output states, a note on how it was found: "" for a boxed answer or an
-    answer phrase, "letter in text", "last number", or "no answer")."""
-    text = output or ""
-    boxed = _last_boxed(text)
-    if boxed:
-        return _clean(boxed), ""
+    answer phrase, "hedge", "letter in text", "truth in text", "program", "labelled line",
+    "final expression", "last number", or "no answer"). `protocol` names the stop strings to cut
+    the output at first."""
+    from webinstruct.evaluation.protocols import cut_at_stop
+    text = cut_at_stop(output or "", stop_strings(item, protocol))
+    if looks_like_program(text):  # a program-of-thought output: read what it prints
+        printed = printed_value(text)
+        if printed is not None:
+            answer, how = extract_answer(item, printed)
+            return answer, "program" + (f"; {how}" if how else "")
     letters = _choice_letters(item)
-    # The last phrase that says something ("The answer is 16\nThe answer is " ends empty).
-    for phrase in reversed(list(_PHRASE.finditer(text))):
-        option = _option_said(text[phrase.end():], item.choices) if letters else ""
-        answer = option or _clean(_after_phrase(text, phrase.end()))
-        if answer and not _says_no_number(item, answer):
-            return answer, ""
+    boxes = _boxes(text)
+    at, stated = _stated(item, text, letters)
+    if boxes and boxes[-1][0] > at:
+        if _multi_valued(item) and len(boxes) > 1:
+            para = text.rfind("\n\n", 0, boxes[-1][0])
+            inners = [b for p, b in boxes if p >= para]
+            if len(inners) > 1:
+                return ", ".join(_clean(b) for b in inners), ""
+        return _clean(boxes[-1][1]), ""
+    if stated and not letters and re.match(r"(?i)not\b", stated):  # "not 1120; it is 1200"
+        m = re.search(r"(?i)[;,]\s*(?:it\s+is|it[’']s|but|rather)\s+(.+)", stated)
+        stated = _clean(m.group(1)) if m else ""
+        if not stated:
+            return "", "no answer"
+    if stated:
+        if not letters and _hedged(item, stated):
+            return "", "hedge"
+        return stated, ""
     if letters:
-        letter = _letter_in_text(text, letters)
+        letter = pick_in_text(text, letters, item.choices)
         if letter:
             return letter, "letter in text"
+        return "", "no answer"
+    if looks_like_program(text):
+        return "", "no answer"
+    labelled = _labelled_last_line(text)
+    if labelled and _answer_like(item, labelled, letters):
+        return ("", "hedge") if _hedged(item, labelled) else (labelled, "labelled line")
+    if _hedged(item, _last_sentence(text)):
+        return "", "hedge"
+    if _is_bool(item):
+        truth = _truth_in_text(text)
+        if truth:
+            return truth, "truth in text"
+        last = _last_sentence(text)
+        if item.kind == "theoremqa" and re.match(r"(?i)(?:therefore|thus|hence|so)\b", last):
+            # "Therefore, W is not a subspace of R^2.": the question's claim, denied or affirmed
+            return ("False" if re.search(r"(?i)\b(?:not|never|no)\b|n[’']t\b", last) else "True"), "truth in text"
+    if item.kind == "bbh" and item.task in ("dyck_languages", "word_sorting"):
+        lines = _content_lines(text)
+        return (_clean(lines[-1]), "last line") if lines else ("", "no answer")
+    if item.kind == "math":
+        expr = _final_expression(text)
+        if expr and _answer_like(item, expr, letters):
+            return expr, "final expression"
     if _is_numeric(item):
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return numbers[-1], "last number"
+        expr = _final_expression(text)
+        if expr and _read_number(expr) and re.search(r"\\times|\^|[eE][-+]?\d", expr):  # "$1.75 \times 10^{5}$"
+            return expr, "final expression"
+        number = _last_number(text)
+        if number:
+            return number, "last number"
     return "", "no answer"
 
 
 # ----------------------------------------------------------------------------------------------
 # Reading values out of an answer
 
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-_SCI = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+))\s*(?:[eE]|(?:\\times|\\cdot|\*|x|×)\s*10\s*\^)"
-                  r"\s*\{?\(?\s*([-+]?\d+)\s*\)?\}?")
-_UNIT = r"[a-zA-Z]+(?:\^\{?-?\d+\}?)?"  # m, s^2, cm^{3}
-_UNITS = re.compile(rf"(?<=[\d%])\s+{_UNIT}(?:\s*(?:/|\s)\s*{_UNIT})*$")  # " dollars per day", " m/s^2"
-_LEADING_NUMBER = re.compile(rf"({_NUMBER.pattern}\s*%?)\s+(?=\(|(?!pi\b|sqrt\b)[A-Za-z])")
+_LEADING_NUMBER = re.compile(rf"({NUMBER.pattern}\s*%?)(?:[,;]?\s+(?=\(|(?!pi\b|sqrt\b)[A-Za-z])|[,;]\s|\s+-+\s)")
 _MATHY = re.compile(r"\\|\^|\*|\+|sqrt|pi|\(|\)|(?<=\d)\s*-")
 
 
-def _plain(answer: str) -> str:
-    """A numeric answer without money signs, \\text{} wrappers, thin spaces, degree marks,
-    thousands commas and unicode minus; "percent" written as %."""
-    a = _TEXT_CMD.sub(r" \1", answer).replace("\\$", "").replace("$", "")
-    a = re.sub(r"(?<!\\)\\[,;:! ]|\\left|\\right", "", a).replace("−", "-")
-    a = a.replace("^\\circ", "").replace("^{\\circ}", "").replace("°", "")
-    a = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", a)
-    a = re.sub(r"\s*(?:\\%|percent\b)", "%", a)
-    return a.strip().rstrip(".").strip()
-
-
-def _read_number(answer: str) -> list[float]:
-    """The values a numeric answer may mean ("50%" is 0.5 or 50), read from the whole answer
-    (units allowed after it), or [] when it is not plainly a number."""
-    a = _plain(answer)
-    for candidate in (a, _UNITS.sub("", a).strip()):
-        value = to_number(candidate)
-        if value is None:
-            m = _SCI.fullmatch(candidate)
-            if m:
-                try:
-                    value = float(m.group(1)) * 10.0 ** int(m.group(2))
-                except OverflowError:
-                    return []
-        if value is not None:
-            return [value, value * 100] if candidate.endswith("%") else [value]
-    return []
-
-
 def _number_values(answer: str) -> list[float] | None:
-    """`_read_number`, else the first number of the text after the last "=" when the answer is
+    """`read_number`, else the first number of the text after the last "=" when the answer is
     words around a number ("18 dollars a day"); [] for a bracketed list ("[1, 2]" is not 1);
     None when only sympy can tell (LaTeX, operators)."""
     values = _read_number(answer)
@@ -203,81 +362,20 @@ def _number_values(answer: str) -> list[float] | None:
         return _read_number(lead.group(1))
     if _MATHY.search(tail):
         return None
-    m = _NUMBER.search(tail)
-    return _read_number(m.group(0)) if m else []
+    m = NUMBER.search(tail)
+    if m:
+        return _read_number(m.group(0))
+    words = NUMBER_WORDS.search(tail)
+    return _read_number(words.group(0)) if words else []
 
 
 def _close(value: float, gold: float, rel: float) -> bool:
-    """Within `rel` of the gold value (relative to the gold, as MAmmoTH2's TheoremQA check)."""
+    """Within `rel` of the gold value (relative to the gold)."""
     return abs(value - gold) <= rel * abs(gold) + 1e-12
 
 
-# ----------------------------------------------------------------------------------------------
-# Letters, options and words
-
-_KEY = r"[A-Za-z]|[1-9]"  # option keys: letters, or digits (some ARC questions)
-_BARE_LETTER = re.compile(rf"(?i:option|choice)?\s*[(\[]?\s*({_KEY})\s*[)\]]?\s*[.:]?")
-_LETTER_PREFIX = re.compile(  # "(C) text", "C) text", "C. text", "C: text", "C because"
-    rf"(?i:option|choice)?\s*(?:[(\[]\s*({_KEY})\s*[)\]]|({_KEY})(?=[.:)\]]\s)|([B-HJ-Z])(?=\s))")
-_LETTER_AT_END = re.compile(r"(?:\(([A-Z1-9])\)|(?i:option|choice)\s+([A-Z1-9]))$")  # not "f (d)"
-
-
-def _light(s: str) -> str:
-    """Text with its spacing collapsed and the decoration around it dropped, case kept."""
-    return " ".join(_TEXT_CMD.sub(r"\1", s).split()).strip(_EDGE + ".,;:!")
-
-
-def _text(s: str) -> str:
-    """Option text for comparison: normalised LaTeX, lower case, no spaces or end punctuation."""
-    return normalize(_light(s)).strip(".,;:!")
-
-
-def _key(m: re.Match | None, letters: str) -> str:
-    if m:
-        key = next(g for g in m.groups() if g).upper()
-        if key in letters:
-            return key
-    return ""
-
-
 def _choice(answer: str, letters: str, choices: dict[str, str]) -> str:
-    """The option an answer picks; "" when none. In order: the option's exact text (an option
-    may read "c" or "A neutral atom ..."), a bare letter ("C", "(c)", "option C"), the text up
-    to case and LaTeX spacing, a leading letter ("(C) 19/400", "C: ...", "C because"), the same
-    number as one option, a trailing "(C)"."""
-    a = _light(answer)
-    hits = [k for k, v in choices.items() if a and _light(v) == a]
-    if len(hits) == 1:
-        return hits[0]
-    key = _key(_BARE_LETTER.fullmatch(a), letters)
-    if key:
-        return key
-    target = _text(a)
-    hits = [k for k, v in choices.items() if target and _text(v) == target]
-    if len(hits) == 1:
-        return hits[0]
-    key = _key(_LETTER_PREFIX.match(a), letters)
-    if key:
-        return key
-    values = _read_number(a)
-    if values:
-        hits = [k for k, v in choices.items() if any(_close(x, y, 1e-6) for y in _read_number(v) for x in values)]
-        if len(hits) == 1:
-            return hits[0]
-    return _key(_LETTER_AT_END.search(a), letters)
-
-
-def _option_said(rest: str, choices: dict[str, str]) -> str:
-    """The longest option text that the words after an answer phrase begin with, so that an
-    option containing ". " or a line break is read whole ("nsp10 ... dsRNA." is not cut)."""
-    said = _DOLLAR.sub("", " ".join(rest.split()).strip(_EDGE))
-    for text in sorted(choices.values(), key=len, reverse=True):
-        t = _DOLLAR.sub("", " ".join(text.split()))  # case kept: options "Bb Bb" and "BB BB" differ
-        if len(t) >= 2 and said.startswith(t):
-            after = said[len(t):]
-            if not after or not (after[0].isalnum() or re.match(r"[.,]\d", after)):
-                return text
-    return ""
+    return pick(answer, letters, choices)
 
 
 def _gold_letter(gold: str) -> str:
@@ -371,7 +469,32 @@ def _judge_number(item: Item, answer: str, symbolic: bool) -> Decision | None:
 _BASE_N = re.compile(r"([0-9a-z]+)_\{?(\d+)\}?")  # "40_9", "1011_{2}" after normalize
 
 
+_LE, _LT = r"(?:\\leq?|\\leqslant|<=|≤)", r"(?:<)"
+_GE, _GT = r"(?:\\geq?|\\geqslant|>=|≥)", r"(?:>)"
+_BOUND = r"\s*(-?\s*[^<>=≤≥\s][^<>=≤≥]*?)\s*"
+
+
+def _as_interval(answer: str) -> str:
+    """An inequality in one variable written as an interval ("y \\leq 3" -> "(-\\infty,3]",
+    "2 < x \\le 5" -> "(2,5]"), else the answer unchanged."""
+    a = answer.strip()
+    var = r"\s*[a-zA-Z]\s*"
+    m = re.fullmatch(rf"{_BOUND}({_LE}|{_LT}){var}({_LE}|{_LT}){_BOUND}", a)
+    if m:
+        lo, op1, op2, hi = m.groups()
+        return ("[" if re.fullmatch(_LE, op1) else "(") + f"{lo},{hi}" + ("]" if re.fullmatch(_LE, op2) else ")")
+    m = re.fullmatch(rf"{var}({_LE}|{_LT}|{_GE}|{_GT}){_BOUND}", a)
+    if m:
+        op, c = m.groups()
+        if re.fullmatch(_LE, op) or re.fullmatch(_LT, op):
+            return f"(-\\infty,{c}" + ("]" if re.fullmatch(_LE, op) else ")")
+        return ("[" if re.fullmatch(_GE, op) else "(") + f"{c},\\infty)"
+    return answer
+
+
 def _judge_math(gold: str, answer: str, symbolic: bool) -> Decision | None:
+    if re.match(r"\s*(?:\\left)?\s*[\[(]", gold) and re.search(r"\\infty|,", gold):
+        answer = _as_interval(answer)
     ng, na = normalize(gold), normalize(answer)
     if ng == na:
         return True, ""
@@ -419,8 +542,9 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
     gold = _theoremqa_gold_numbers(item)
     if not gold:
         return normalize(item.gold) == normalize(answer), "gold not a number"
+    rel = THEOREMQA_TOLERANCE if "float" in kind else NUMBER_TOLERANCE
     if not kind.startswith("list"):
-        return _numbers_match(gold[0], answer, THEOREMQA_TOLERANCE, symbolic)
+        return _numbers_match(gold[0], answer, rel, symbolic)
     parts = _split_list(answer)
     if len(parts) != len(gold):
         return False, f"{len(parts)} elements for {len(gold)}"
@@ -436,7 +560,7 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
         if not read:
             return False, "not a list of numbers"
         values.append(read[0])
-    ok = all(_close(a, b, THEOREMQA_TOLERANCE) for a, b in zip(sorted(values), sorted(gold)))
+    ok = all(_close(a, b, rel) for a, b in zip(values, gold))  # a TheoremQA list is ordered
     return ok, ""
 
 
@@ -450,7 +574,9 @@ def _judge_bbh(item: Item, answer: str, symbolic: bool) -> Decision | None:
     if item.task == "word_sorting":
         return re.findall(r"[^\s,]+", answer.lower()) == gold.lower().split(), ""
     if gold.lower() in ("true", "false", "valid", "invalid", "yes", "no"):
-        return _lead_word(answer) == gold.lower(), ""
+        same = {"yes": "true", "no": "false"}
+        said = _lead_word(answer) or (_truth_in_text(answer) or "").lower()
+        return same.get(said, said) == same.get(gold.lower(), gold.lower()), ""
     number = to_number(gold)
     if number is not None:
         return _numbers_match(number, answer, 1e-9, symbolic)
@@ -477,11 +603,11 @@ def _verdict(answer: str, how: str, decision: Decision) -> Verdict:
     return Verdict(answer, correct, "; ".join(x for x in (how, why) if x))
 
 
-def grade_robust(item: Item, output: str, timeout: float | None = 5.0) -> Verdict:
+def grade_robust(item: Item, output: str, timeout: float | None = 5.0, protocol: str = "") -> Verdict:
     """One verdict, in this process. The symbolic step is limited to `timeout` seconds only in
     the main thread (a signal) and cannot interrupt C code; for many answers, or from threads,
-    use `grade_robust_many`."""
-    answer, how = extract_answer(item, output)
+    use `grade_robust_many`. `protocol`: whose stop strings cut the output first."""
+    answer, how = extract_answer(item, output, protocol)
     if not answer:
         return Verdict("", False, how)
     try:
@@ -513,7 +639,7 @@ def symbolic_pool(workers: int = 2, timeout: float = 5.0):
 
 
 def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: float = 5.0,
-                      pool=None) -> list[Verdict]:
+                      pool=None, protocol: str = "") -> list[Verdict]:
     """Verdicts for (item, output) pairs, in order. Answers that plain string and number checks
     decide are graded here; the rest go to `workers` processes, each answer limited to `timeout`
     seconds (then correct=False, note "timeout"), or to `pool` (a `symbolic_pool`, whose own
@@ -524,7 +650,7 @@ def grade_robust_many(pairs: list[tuple[Item, str]], workers: int = 2, timeout: 
     hard: list[tuple[int, str, str]] = []
     for i, (item, output) in enumerate(pairs):
         try:
-            answer, how = extract_answer(item, output)
+            answer, how = extract_answer(item, output, protocol)
             decision = _judge(item, answer, symbolic=False) if answer else (False, "")
         except Exception as e:
             verdicts[i] = Verdict("", False, f"error: {type(e).__name__}: {e}")

@@ -4,6 +4,10 @@ Our seed numbers are only comparable with the published ones when they come from
 scorer, so this module reproduces the two harnesses behaviour for behaviour, flaws included (the
 robust grader is where they are fixed):
 
+Every output is first cut at the harness's stop strings (vLLM stopped there; outputs from elsewhere
+are cut the same way): MAmmoTH2's list, "####" included, for ``mammoth2`` and ``chat``, MetaMath's
+("Question", "Response", ... as bare words) for ``metamath``.
+
 - ``mammoth2`` and ``chat``: MAmmoTH2's math_eval. run_open.py (TheoremQA, MATH, GSM8K, BBH) cuts
   the answer with the triggers "The answer is:", "The answer is", "the answer is" (+ "####" for
   GSM8K); run_choice.py (GPQA, MMLU-STEM, ARC) with "####" and "The answer is", then counts any
@@ -33,8 +37,11 @@ Where we could not run upstream code as is:
   written that way and fail when answered verbatim). Instead of `eval` an arithmetic-only
   evaluator (numbers, tuples, lists, sets; sqrt, sin, cos, log, exp, factorial, pi, e, E);
   powers and factorials too large to compute raise instead of hanging.
-- MAmmoTH2's utils.py is not in its stored repository; we follow the variant its lab's later
-  harness (CriticCoT's math_eval) carries: `_strip_string` also strips "$" at the ends, has no
+- Program outputs (``mammoth2`` only, as the paper): an output containing "print(" is run whole
+  as a program (`programs.run_program`, sandboxed) and "The answer is " + what it printed is scored.
+- Checked against the original code (MAmmoTH2 math_eval at 9c67cb1, MetaMath at fe667b1) run
+  unchanged outside the repo on the 2,658 cases of data/grading_cases: the same verdict on every
+  case (bench/grading.py). utils.py's `_strip_string` strips "$" at the ends, has no
   "0.5" -> "\\frac{1}{2}" rule and does not crash on a bare "\\frac"/"\\sqrt"; `delete_extra_zero`
   falls back to evaluating "a/b"; comparison drops "\\text{" first.
 - MAmmoTH2's MATH gold comes from dataset/math/MATH.json (not available); its data_loader builds
@@ -61,11 +68,19 @@ CHOICE_LETTERS = tuple("ABCDEFGHIJ")  # what run_choice.py accepts as a letter
 OPTION_GOLDS = ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")  # golds matched by containment
 
 
-def grade_seed(item: Item, output: str, protocol: str) -> Verdict:
-    """The verdict of the paper's own scorer for this protocol (see the module docstring)."""
-    output = output or ""
+def grade_seed(item: Item, output: str, protocol: str, programs: bool = True) -> Verdict:
+    """The verdict of the paper's own scorer for this protocol (see the module docstring).
+
+    `programs` (default True): under the ``mammoth2`` protocol an output containing "print(" is
+    run as a program, as MAmmoTH2's run_open.py and run_choice.py did, in a sandboxed process
+    (`webinstruct.evaluation.grading.programs`), and the answer is read from what it printed; the
+    verdict's note then starts with "program" (see `_mammoth2_program`). False reads such outputs
+    as text. ``chat`` and ``metamath`` never run programs (their papers did not)."""
+    from webinstruct.evaluation.protocols import MAMMOTH2_STOP, METAMATH_STOP, cut_at_stop
+    # Generation stopped at the harness's stop strings; outputs from elsewhere are cut the same way.
+    output = cut_at_stop(output or "", METAMATH_STOP if protocol == "metamath" else MAMMOTH2_STOP)
     if protocol in ("mammoth2", "chat"):
-        return _mammoth2(item, output)
+        return _mammoth2(item, output, programs=programs and protocol == "mammoth2")
     if protocol == "metamath":
         return _metamath(item, output)
     raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -73,15 +88,18 @@ def grade_seed(item: Item, output: str, protocol: str) -> Verdict:
 
 # ---------------------------------------------------------------- MAmmoTH2 (math_eval)
 
-def _mammoth2(item: Item, output: str) -> Verdict:
+def _mammoth2(item: Item, output: str, programs: bool = False) -> Verdict:
     if item.kind == "choice":
         triggers = CHOICE_TRIGGERS
     elif item.kind == "number":
         triggers = OPEN_TRIGGERS + ("####",)
     else:
         triggers = OPEN_TRIGGERS
-    text = output.strip("\n")
     notes = []
+    if programs and "print(" in output:
+        output, note = _mammoth2_program(output)
+        notes.append(note)
+    text = output.strip("\n")
     # Several answer phrases are read as the model continuing with new few-shot problems:
     # only the first paragraph counts.
     if any(text.count(t) > 1 for t in triggers):
@@ -92,6 +110,22 @@ def _mammoth2(item: Item, output: str) -> Verdict:
     if not found:
         notes.append("no answer phrase")
     return _mammoth2_score(item, parts[-1], found, notes)
+
+
+def _mammoth2_program(output: str) -> tuple[str, str]:
+    """run_open.py / run_choice.py on an output containing "print(": everything before
+    "### Instruction" is run whole as a program (prose or ``` fences around code make it a syntax
+    error), and "The answer is " + what it printed (newlines stripped; "" after any error, exit or
+    the 5 s timeout) is scored instead of the output. Returns that text and the note: "program",
+    "program: no output", or "program error: <kind>" (`programs.ProgramResult.error`)."""
+    from webinstruct.evaluation.grading.programs import run_program
+    result = run_program(output.split("### Instruction")[0])
+    printed = result.upstream_result
+    if result.error:
+        note = f"program error: {result.error}"
+    else:
+        note = "program" if printed else "program: no output"
+    return "The answer is" + " " + printed, note
 
 
 def _mammoth2_score(item: Item, pred: str, found: bool, notes: list[str]) -> Verdict:
@@ -124,7 +158,9 @@ def _mammoth2_score(item: Item, pred: str, found: bool, notes: list[str]) -> Ver
             notes.append("not a letter -> A")
         return Verdict(answer, answer == item.gold, "; ".join(notes))
     if kind == "math":
-        gold, gold_num = strip_math_answer(item.gold), None
+        # The harness took its gold from the solution with the same find_box; where that differs
+        # from the last \\boxed{} (prealgebra/177) the loader keeps the harness's reading.
+        gold, gold_num = strip_math_answer(item.meta.get("mammoth2_gold", item.gold)), None
     elif kind == "number":
         gold, gold_num = _delete_extra_zero(item.gold.replace(",", "")), None
     elif kind == "theoremqa":
@@ -176,7 +212,7 @@ def _delete_extra_zero(n: str) -> str:
 
 # MATH ----------------------------------------------------------------
 
-def _find_box(text: str) -> str:
+def find_box(text: str) -> str:
     """The content of the last "boxed": brace-matched, or up to the next "$" for "\\boxed 5$"."""
     tail = text.split("boxed")[-1]
     if not tail:
@@ -199,7 +235,7 @@ def _math_answer(pred: str, found: bool) -> str:
     """MAmmoTH2's MATH answer: the last \\boxed{}, else what follows the last "=" (a number
     followed by a word keeps the number), else (no trigger) the last number; then normalised."""
     if "boxed" in pred:
-        answer = _find_box(pred)
+        answer = find_box(pred)
     elif found:
         answer = pred.split("=")[-1].strip()
         if re.match(r"[\d\.]+\s\D+$", answer):
@@ -305,7 +341,7 @@ def _theoremqa_answer(pred: str, found: bool) -> tuple[str, str]:
     if any(option in low for option in OPTION_GOLDS):
         return pred, ""
     if "boxed" in pred:  # models used to boxed answers from pre-training
-        pred = _find_box(pred)
+        pred = find_box(pred)
     if not found:
         numbers = re.findall(r"-?\d*\.?\d+", pred)
         return (numbers[-1] if numbers else ""), ""

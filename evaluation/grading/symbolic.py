@@ -76,7 +76,9 @@ def _latex(answer: str) -> str:
     a = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", a).strip()
     # thin spaces "\\," and "\\!", but not a matrix row break "\\\\" followed by a space
     a = re.sub(r"(?<!\\)\\[,;: ]", " ", re.sub(r"(?<!\\)\\!", "", a)).replace("−", "-")
-    a = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", a).strip().rstrip(".").strip()
+    if not re.match(r"(?:\\\{|\\left|[\[(])", a):  # "(3,250)" is a pair, not 3250
+        a = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", a)
+    a = a.strip().rstrip(".").strip()
     return _SCI.sub(r"\1\\times 10^{\2}", a)
 
 
