@@ -404,3 +404,29 @@ KINDS = [
 def test_reading_kinds(item, protocol, output, correct):
     verdict = grade_robust_many([(item, output)], workers=1, timeout=20.0, protocol=protocol)[0]
     assert verdict.correct is correct, verdict
+
+
+@pytest.mark.parametrize("output,printed", [
+    ("x = 55\ny = x - 5\nprint(y)", "50"),
+    ("Let's write a program.\n```python\nimport math\nvalue = 7.791\nprint(round(value, 6))\n```", "7.791"),
+    ("from fractions import Fraction\nbest = max(Fraction(x + y, x - y) for x in range(-5, -2) "
+     "for y in range(2, 5))\nprint(best)", "3/7"),
+    ("eggs = 16 - 3 - 4\nprint('The answer is', eggs * 2)", "The answer is 18"),
+    ("def solution():\n    print(5)\n", None),  # defined, never called: prints nothing
+    ("total = 120\ncount = 0\nprint(total / count)", None),  # an error: no reading
+    ("answer = math.sqrt(16)\nprint(answer)", None),  # math not imported
+    ("import os\nprint(os.getcwd())", None),  # other modules are not read
+    ("for i in range(3):\n    print(i)", None),  # loops are not read
+    ("print(sum(i for i in range(10**9)))", None),  # too long to read
+])
+def test_program_reading(output, printed):
+    from webinstruct.evaluation.grading.program_text import printed_value
+    assert printed_value(output) == printed
+
+
+def test_a_program_output_is_graded_by_what_it_prints_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    program = f"open({str(marker)!r}, 'w').write('x')\nprint(18)"
+    assert not grade_robust(number("18"), program).correct  # not read: a call it does not know
+    assert not marker.exists()
+    assert grade_robust(number("18"), "a = 9\nb = 2\nprint(a * b)").correct
