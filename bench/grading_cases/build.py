@@ -1814,6 +1814,14 @@ def main(argv=None) -> int:
     for i, c in enumerate(handwritten()):
         c["id"] = f"{c['benchmark']}/{c['protocol']}/h{i:03d}"
         cases.append(c)
+    for path in sorted(HERE.glob("holdout*.jsonl")):  # hand-judged by someone who had not seen the graders
+        tag = "x" + path.stem.removeprefix("holdout")  # holdout1.jsonl -> ids .../x1-NNN
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                c = json.loads(line)
+                number = c["id"].rsplit("/", 1)[-1]
+                c = {k: c[k] for k in ("benchmark", "protocol", "style", "item", "output", "human", "human_answer")}
+                cases.append({"id": f"{c['benchmark']}/{c['protocol']}/{tag}-{number}", **c})
     ids = [c["id"] for c in cases]
     assert len(ids) == len(set(ids))
     if args.oracle:

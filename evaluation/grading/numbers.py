@@ -62,7 +62,7 @@ def _latex_fraction(a: str) -> str:
 def plain(answer: str) -> str:
     """A numeric answer without money signs, \\text{} wrappers, thin spaces, degree marks,
     thousands separators and unicode minus; "percent" written as %; "negative 5" as -5."""
-    a = TEXT_CMD.sub(r" \1", answer).replace("\\$", "").replace("$", "")
+    a = TEXT_CMD.sub(r" \1", answer).replace("\\$", "").replace("$", "").replace("π", "\\pi ")
     a = re.sub(r"(?<=\d)(?:,\s*\\!|\{,\})\s*(?=\d{3})", ",", a)  # "32, \\!348", "5{,}000": thousands
     a = re.sub(r"(?<!\\)\\[,;:! ]|\\left|\\right|\\displaystyle", "", a).replace("−", "-").replace("–", "-")
     a = re.sub(r"\s*(?:\^\{?\\circ\}?|°)\s*(?:[CFK]\b)?", "", a)  # 72°F, 45^\\circ

@@ -171,6 +171,12 @@ def pick_in_text(text: str, letters: str, choices: dict[str, str]) -> str:
     lines = [x for x in text.strip().split("\n") if x.strip(EDGE + "#")]
     if not lines:
         return ""
+    # "Compound E is **3,4-dimethyl...** (option B).": one explicit key in the closing sentence
+    closing = re.split(r"(?<=[.!?])\s+", lines[-1].strip())[-1]
+    keys = {_key(m.group(1), letters) for m in re.finditer(r"(?i:\b(?:option|choice))\s*[(\[]?\s*([A-Za-z1-9])\s*[)\]]?(?!\w)", closing)}
+    keys.discard("")
+    if len(keys) == 1 and not _NEGATED.search(closing):
+        return keys.pop()
     line = lines[-1].strip(EDGE + "#").strip()
     if len(line) <= 200:
         m = re.fullmatch(r"\W*\(?([A-Za-z1-9])\)?[.:)]?\W*", line)

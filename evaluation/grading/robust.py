@@ -35,7 +35,7 @@ import string
 
 from webinstruct.core.answers import _braced, normalize, to_number
 from webinstruct.evaluation.grading import Verdict
-from webinstruct.evaluation.grading.numbers import (NUMBER, NUMBER_WORDS, TEXT_CMD as _TEXT_CMD, last_number,
+from webinstruct.evaluation.grading.numbers import (NUMBER, NUMBER_TOKEN, NUMBER_WORDS, TEXT_CMD as _TEXT_CMD, last_number,
                                                     plain as _plain, read_number as _read_number)
 from webinstruct.evaluation.grading.options import EDGE as _EDGE, HEDGE, choice_letters as _choice_letters
 from webinstruct.evaluation.grading.options import option_said, pick, pick_in_text
@@ -165,7 +165,7 @@ def _stated(item: Item, text: str, letters: str) -> tuple[int, str]:
     return -1, ""
 
 
-_RELATION = re.compile(r"(?<![<>!\\])=(?!=)|\\approx")
+_RELATION = re.compile(r"(?<![<>!\\])=(?!=)|\\approx|≈")
 _LAYOUT = re.compile(r"^\s*(?:\\begin\{[^}]*\}|\\end\{[^}]*\}|\\\[|\\\]|\$\$|```\w*)\s*$")
 
 
@@ -245,6 +245,20 @@ def _hedged(item: Item, answer: str) -> bool:
         and len(answer.split()) <= 12
 
 
+def _strip_lhs(answer: str) -> str:
+    """The value a bold statement gives: "x = 1" -> "1", "P(rain) ≈ 0.5" -> "0.5", "There are
+    25,972,650 ways" -> "25,972,650" (a sentence with one number); else the statement."""
+    a = _clean(answer)
+    parts = _RELATION.split(a)
+    if len(parts) > 1:
+        return _clean(parts[-1])
+    if len(a.split()) > 3:
+        numbers = NUMBER_TOKEN.findall(a)
+        if len(numbers) == 1:
+            return numbers[0].strip()
+    return a
+
+
 def _last_sentence(text: str) -> str:
     lines = _content_lines(text)
     if not lines:
@@ -272,6 +286,33 @@ def _last_number(text: str) -> str:
     return last_number(text.replace("−", "-"))
 
 
+_CHECK = re.compile(r"\n\s*(?:\*\*|#+\s*)?(?:check|checking|verification|verify|let[’']s\s+(?:check|verify)|"
+                    r"double[- ]check|sanity\s+check)\b[^\n]*(?:\n(?!\s*\n)[^\n]*)*\s*$", re.I)
+_BOLD = re.compile(r"\*\*([^*\n]+?)\*\*")
+
+
+def _without_check(text: str) -> str:
+    """The output without a closing check of the answer ("Check: with x = 1 ... ✓")."""
+    m = _CHECK.search(text)
+    return text[:m.start()] if m and text[:m.start()].strip() else text
+
+
+def _bold_statement(text: str, after: int = -1) -> tuple[int, str]:
+    """(position, content) of a bold value in the last line ("... is actually **5**.",
+    "**x = 1**"), not a bold label ("**Step 3:**"); (-1, "") when none."""
+    lines = _content_lines(text)
+    if not lines:
+        return -1, ""
+    start = text.rfind(lines[-1])
+    for m in reversed(list(_BOLD.finditer(lines[-1]))):
+        inner = m.group(1).strip()
+        if inner.endswith((":", "：")) or re.match(r"(?i)(?:step|part|case|note)\b", inner):
+            continue
+        if start + m.start() > after:
+            return start + m.start(), inner
+    return -1, ""
+
+
 def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, str]:
     """(the answer the output states, a note on how it was found: "" for a boxed answer or an
     answer phrase, "hedge", "letter in text", "truth in text", "program", "labelled line",
@@ -288,6 +329,9 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
     boxes = _boxes(text)
     at, stated = _stated(item, text, letters)
     if boxes and boxes[-1][0] > at:
+        bold_at, bold = _bold_statement(_without_check(text), boxes[-1][0] + 1)
+        if bold and not letters and _answer_like(item, _strip_lhs(bold), letters):  # "\boxed{9} ... actually **5**"
+            return _strip_lhs(bold), "bold"
         if _multi_valued(item) and len(boxes) > 1:
             para = text.rfind("\n\n", 0, boxes[-1][0])
             inners = [b for p, b in boxes if p >= para]
@@ -303,13 +347,21 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
         if not letters and _hedged(item, stated):
             return "", "hedge"
         return stated, ""
+    text = _without_check(text)
     if letters:
         letter = pick_in_text(text, letters, item.choices)
         if letter:
             return letter, "letter in text"
+        _, bold = _bold_statement(text)
+        said = pick(bold, letters, item.choices) if bold else ""
+        if said:
+            return said, "bold"
         return "", "no answer"
     if looks_like_program(text):
         return "", "no answer"
+    _, bold = _bold_statement(text)
+    if bold and _answer_like(item, _strip_lhs(bold), letters):
+        return ("", "hedge") if _hedged(item, bold) else (_strip_lhs(bold), "bold")
     labelled = _labelled_last_line(text)
     if labelled and _answer_like(item, labelled, letters):
         return ("", "hedge") if _hedged(item, labelled) else (labelled, "labelled line")
@@ -492,7 +544,20 @@ def _as_interval(answer: str) -> str:
     return answer
 
 
+def _column(gold: str, answer: str) -> str:
+    """A tuple answer "(-3, 11, 7)" written as the column vector a pmatrix gold is, else the answer."""
+    m = re.fullmatch(r"\s*\\begin\{[pb]matrix\}(.*)\\end\{[pb]matrix\}\s*", gold, re.S)
+    if not m or "&" in m.group(1) or not re.match(r"\s*(?:\\left)?\s*[(\[]", answer):
+        return answer
+    rows = [r for r in re.split(r"\\\\", m.group(1)) if r.strip()]
+    parts = _split_list(answer)
+    if len(parts) != len(rows) or len(parts) < 2:
+        return answer
+    return "\\begin{pmatrix} " + " \\\\ ".join(parts) + " \\end{pmatrix}"
+
+
 def _judge_math(gold: str, answer: str, symbolic: bool) -> Decision | None:
+    answer = _column(gold, answer)
     if re.match(r"\s*(?:\\left)?\s*[\[(]", gold) and re.search(r"\\infty|,", gold):
         answer = _as_interval(answer)
     ng, na = normalize(gold), normalize(answer)

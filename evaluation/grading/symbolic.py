@@ -72,7 +72,7 @@ def _latex(answer: str) -> str:
     """The answer as bare LaTeX: no math delimiters, thin spaces, thousands commas ("5,\\!525"
     inside a fraction does not parse) or end period; "1.2e-3" written as a power of ten
     (math-verify reads the e as Euler's number)."""
-    a = _DOLLAR.sub("", answer or "").strip()
+    a = _DOLLAR.sub("", answer or "").replace("π", "\\pi ").strip()
     a = re.sub(r"^\\\[|\\\]$|^\\\(|\\\)$", "", a).strip()
     # thin spaces "\\," and "\\!", but not a matrix row break "\\\\" followed by a space
     a = re.sub(r"(?<!\\)\\[,;: ]", " ", re.sub(r"(?<!\\)\\!", "", a)).replace("−", "-")
