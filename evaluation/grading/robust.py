@@ -313,13 +313,32 @@ def _bold_statement(text: str, after: int = -1) -> tuple[int, str]:
     return -1, ""
 
 
+def _key_of(raw: str, letters: str) -> str:
+    k = raw.upper()
+    return k if k in letters else ""
+
+
+def _option_hedge(sentence: str, letters: str) -> bool:
+    from webinstruct.evaluation.grading.options import hedged
+    return hedged(sentence.replace("**", ""), letters)
+
+
+def _without_cut_repeat(text: str) -> str:
+    """The output without a last line that the token limit cut while the model repeated itself
+    ("So x = 15.\nSo x = 15.\nSo x = 1")."""
+    lines = text.rstrip().split("\n")
+    if len(lines) >= 2 and lines[-1].strip() and lines[-1] != lines[-2] and lines[-2].startswith(lines[-1]):
+        return "\n".join(lines[:-1])
+    return text
+
+
 def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, str]:
     """(the answer the output states, a note on how it was found: "" for a boxed answer or an
     answer phrase, "hedge", "letter in text", "truth in text", "program", "labelled line",
     "final expression", "last number", or "no answer"). `protocol` names the stop strings to cut
     the output at first."""
     from webinstruct.evaluation.protocols import cut_at_stop
-    text = cut_at_stop(output or "", stop_strings(item, protocol))
+    text = _without_cut_repeat(cut_at_stop(output or "", stop_strings(item, protocol)))
     if looks_like_program(text):  # a program-of-thought output: read what it prints
         printed = printed_value(text)
         if printed is not None:
@@ -354,6 +373,11 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
             return letter, "letter in text"
         _, bold = _bold_statement(text)
         said = pick(bold, letters, item.choices) if bold else ""
+        if bold and not said:  # "**color (a)** is brighter": one bracketed key in the bold words
+            keys = {k for k in (_key_of(m.group(1), letters) for m in re.finditer(r"[(\[]([A-Za-z1-9])[)\]]", bold)) if k}
+            said = keys.pop() if len(keys) == 1 else ""
+        if said and (said == HEDGE or _option_hedge(_last_sentence(text), letters)):
+            return "", "hedge"
         if said:
             return said, "bold"
         return "", "no answer"
