@@ -430,3 +430,41 @@ def test_a_program_output_is_graded_by_what_it_prints_without_running_it(tmp_pat
     assert not grade_robust(number("18"), program).correct  # not read: a call it does not know
     assert not marker.exists()
     assert grade_robust(number("18"), "a = 9\nb = 2\nprint(a * b)").correct
+
+
+PAIRS = {"A": "True, True", "B": "False, False", "C": "True, False", "D": "False, True"}
+MAXWELL = {"A": "The one related to the divergence of the magnetic field.",
+           "B": "The one related to the circulation of the magnetic field and the flux of the electric field.",
+           "C": "The ones related to the divergence and the curl of the magnetic field.",
+           "D": "The ones related to the circulation of the electric field and the divergence of the magnetic field."}
+
+MORE_KINDS = [  # kinds found by the third held-out set
+    (options("B", **PAIRS), "chat", "**Statement 1:** False.\n**Statement 2:** False.\n\nBoth statements are false.", True),
+    (options("C", **PAIRS), "chat", "Statement 1 is true. Statement 2 is false, since normality is not transitive.", True),
+    (options("D", **MAXWELL), "mammoth2",
+     "The answer is the ones related to the divergence of the magnetic field and the circulation of the electric field.", True),
+    (options("C", A="1", B="2", C="2,3", D="3"), "chat", "Checking each value.\n\nThe zeros are 2 and 3.", True),
+    (options("D", A="0", B="1", C="2", D="22"), "chat", "So $-160 + 182 = 22$.\n\nThe product is 22 in $\\mathbb{Z}_{26}$.", True),
+    (options("C", A="(x + 1)(x − 1)", B="(x + 1)(x − 2)", C="(x + 1)(x − 4)(x − 2)", D="(x − 1)^3"), "mammoth2",
+     "The answer is (x + 1)(x - 4)(x - 2).", True),  # an ASCII minus for the option's U+2212
+    (tqa([1, 6], "list of integer"), "mammoth2", "So the eigenvalues are 1 and 6.\nTherefore, the answer is 1 and 6.", True),
+    (tqa(True, "bool"), "chat", "So the sequence is periodic with period N.\n\nThe statement holds.", True),
+    (tqa(True, "bool"), "chat", "So the sequence is not periodic.\n\nThe statement does not hold.", False),
+    (math_("y = -\\frac{1}{4}"), "mammoth2", "The directrix is $4y + 1 = 0$.\nThe answer is $4y+1=0$", True),  # the same line
+    (math_("y = -\\frac{1}{4}"), "mammoth2", "The answer is $4y-1=0$", False),
+    (math_("\\frac{648}{\\pi}"), "mammoth2", "The answer is 648/\\pi square centimeters", True),
+    (number("72000"), "mammoth2", "So 5 * 14,400 jellyfish, which is seventy-two thousand jellyfish.", True),
+]
+
+
+@pytest.mark.parametrize("item,protocol,output,correct", MORE_KINDS, ids=[f"{c[0].kind}-{i}" for i, c in enumerate(MORE_KINDS)])
+def test_reading_more_kinds(item, protocol, output, correct):
+    verdict = grade_robust_many([(item, output)], workers=1, timeout=20.0, protocol=protocol)[0]
+    assert verdict.correct is correct, verdict
+
+
+def test_theoremqa_option_text_is_read_from_the_question():
+    item = Item("theoremqa", "0", "Which is true? (a) f is increasing on [0,1]. (b) f is constant. Which option is correct?",
+                "(a)", "theoremqa", task="theoremqa", meta={"answer_type": "option"})
+    assert grade_robust(item, "That means f never decreases.\nThe answer is: f is increasing on [0,1]").correct
+    assert not grade_robust(item, "The answer is: f is constant").correct

@@ -1816,7 +1816,7 @@ def main(argv=None) -> int:
         cases.append(c)
     for path in sorted(HERE.glob("holdout*.jsonl")):  # hand-judged by someone who had not seen the graders
         tag = "x" + path.stem.removeprefix("holdout")  # holdout1.jsonl -> ids .../x1-NNN
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):
             if line.strip():
                 c = json.loads(line)
                 number = c["id"].rsplit("/", 1)[-1]

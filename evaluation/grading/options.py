@@ -32,6 +32,7 @@ def choice_letters(item: Item) -> str:
 
 def _light(s: str) -> str:
     """Text with its spacing collapsed and the decoration around it dropped, case kept."""
+    s = s.replace("−", "-").replace("–", "-")
     return " ".join(TEXT_CMD.sub(r"\1", _DOLLAR.sub("", s)).split()).strip(EDGE + ".,;:!")
 
 
@@ -114,14 +115,64 @@ def pick(answer: str, letters: str, choices: dict[str, str]) -> str:
     m = _LEADING.match(a)
     if m and _key(next(g for g in m.groups() if g), letters):
         return _key(next(g for g in m.groups() if g), letters)
-    values = read_number(a)
+    listed = _text(re.sub(r"\s+and\s+", ", ", a))  # "2 and 3" for the option "2,3"
+    hits = [k for k, v in choices.items() if listed and _text(v) == listed]
+    if len(hits) == 1:
+        return hits[0]
+    lead = re.match(r"[-+]?\d[\d,]*(?:\.\d+)?(?=\s+[A-Za-z$\\])", a)  # "22 in Z_26"
+    values = read_number(a) or (read_number(lead.group(0)) if lead else [])
     if values:
         hits = [k for k, v in choices.items() if any(abs(x - y) <= 1e-6 * max(1.0, abs(y))
                                                      for y in read_number(v) for x in values)]
         if len(hits) == 1:
             return hits[0]
     m = _AT_END.search(a)
-    return _key(next(g for g in m.groups() if g), letters) if m else ""
+    if m and _key(next(g for g in m.groups() if g), letters):
+        return _key(next(g for g in m.groups() if g), letters)
+    return _similar(a, choices)
+
+
+def _word_set(s: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", _light(s).lower()))
+
+
+def _similar(answer: str, choices: dict[str, str]) -> str:
+    """The option whose words the answer repeats, in any order or with a word more or less
+    ("the divergence of B and the circulation of E" for "the circulation of E and the divergence
+    of B"): at least 3/4 of the words shared and a clear lead over the next option, else ""."""
+    words = _word_set(answer)
+    if len(words) < 3:
+        return ""
+    scored = sorted(((len(words & o) / len(words | o), k) for k, v in choices.items() if (o := _word_set(v))),
+                    reverse=True)
+    if scored and scored[0][0] >= 0.75 and (len(scored) == 1 or scored[0][0] - scored[1][0] >= 0.25):
+        return scored[0][1]
+    return ""
+
+
+_PAIR = re.compile(r"(true|false)\s*,\s*(true|false)", re.I)
+
+
+def statement_pair(text: str, choices: dict[str, str]) -> str:
+    """For MMLU's two-statement questions (options "True, True", "False, False", ...): the option a
+    text's verdicts on the statements give ("Both statements are false.", "Statement 1: True ...
+    Statement 2: False"), else ""."""
+    pairs = {k: tuple(x.lower() for x in m.groups()) for k, v in choices.items()
+             if (m := _PAIR.fullmatch(v.strip().rstrip(".")))}
+    if not pairs or len(pairs) != len(choices):
+        return ""
+    t = text.lower().replace("*", "")
+    both = list(re.finditer(r"\bboth\s+(?:statements\s+)?(?:are\s+)?(true|false)\b", t))
+    said = None
+    if both:
+        said = (both[-1].group(1),) * 2
+    else:
+        first = re.findall(r"statement\s*(?:1|i|one)\b\W*(?:is\s+)?(true|false)\b", t)
+        second = re.findall(r"statement\s*(?:2|ii|two)\b\W*(?:is\s+)?(true|false)\b", t)
+        if first and second:
+            said = (first[-1], second[-1])
+    hits = [k for k, v in pairs.items() if v == said]
+    return hits[0] if len(hits) == 1 else ""
 
 
 def option_said(rest: str, choices: dict[str, str]) -> str:
@@ -171,6 +222,9 @@ def pick_in_text(text: str, letters: str, choices: dict[str, str]) -> str:
     lines = [x for x in text.strip().split("\n") if x.strip(EDGE + "#")]
     if not lines:
         return ""
+    pair = statement_pair("\n".join(lines[-8:]), choices)
+    if pair:
+        return pair
     # "Compound E is **3,4-dimethyl...** (option B).": one explicit key in the closing sentence
     closing = re.split(r"(?<=[.!?])\s+", lines[-1].strip())[-1]
     keys = {_key(m.group(1), letters) for m in re.finditer(r"(?i:\b(?:option|choice))\s*[(\[]?\s*([A-Za-z1-9])\s*[)\]]?(?!\w)", closing)}
@@ -191,6 +245,11 @@ def pick_in_text(text: str, letters: str, choices: dict[str, str]) -> str:
         said = pick(line, letters, choices) if len(line) <= 80 or any(_light(v) == _light(line) for v in choices.values()) else ""
         if said and said != HEDGE and (_LEADING.match(_light(line)) or _text(line) in {_text(v) for v in choices.values()}):
             return said
+    # "The zeros are 2 and 3.", "The product is 22 in Z_26.": what the closing sentence says it is
+    tail = re.search(r"\b(?:is|are|equals|=)\s+(.+?)\s*$", closing.replace("*", ""))
+    said = pick(tail.group(1), letters, choices) if tail else ""
+    if said and said != HEDGE:
+        return said
     # "The angle is 45°.": the last sentence ends with exactly one option's text
     sentence = re.split(r"(?<=[.!?])\s+", lines[-1].strip())[-1]
     def spaced(x: str) -> str:

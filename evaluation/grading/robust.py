@@ -108,6 +108,16 @@ def _clean(answer: str) -> str:
     return a.strip().rstrip(".。").strip(_EDGE).rstrip(".").strip()
 
 
+_TQA_OPTION = re.compile(r"\(([a-e])\)\s*(.+?)\s*(?=\([a-e]\)\s|Which option|$)", re.S)
+
+
+def _options(item: Item) -> dict[str, str]:
+    """The item's options; for TheoremQA's option questions, read from the question ("(a) ... (b) ...")."""
+    if item.choices or not (item.kind == "theoremqa" and item.meta.get("answer_type") == "option"):
+        return item.choices
+    return {k.upper(): v.strip().rstrip(".") for k, v in _TQA_OPTION.findall(item.question)}
+
+
 def _is_numeric(item: Item) -> bool:
     """Questions whose answer is a number: there the last number is a fair fallback reading."""
     if item.kind == "number":
@@ -144,7 +154,7 @@ def _answer_like(item: Item, answer: str, letters: str) -> bool:
     if not answer:
         return False
     if letters:
-        return bool(pick(answer, letters, item.choices)) or bool(option_said(answer, item.choices))
+        return bool(pick(answer, letters, _options(item))) or bool(option_said(answer, _options(item)))
     if _is_bool(item):
         return _bool_of(answer) is not None or _lead_word(answer) in ("valid", "invalid")
     if _is_numeric(item) and item.kind != "bbh":
@@ -158,7 +168,7 @@ def _stated(item: Item, text: str, letters: str) -> tuple[int, str]:
     """(position, answer) of the last answer phrase that says something answer-like, else (-1, "")."""
     for phrase in reversed(list(_PHRASE.finditer(text))):
         rest = text[phrase.end():]
-        option = option_said(rest, item.choices) if letters else ""
+        option = option_said(rest, _options(item)) if letters else ""
         answer = option or _clean(_after_phrase(text, phrase.end()))
         if _answer_like(item, answer, letters):
             return phrase.start(), answer
@@ -206,8 +216,8 @@ def _labelled_last_line(text: str) -> str:
 
 
 _TRUTH = re.compile(r"\b(?:(not|n[o’']t)\s+(?:\w+\s+)?)?(true|false|valid|invalid|yes|no|correct|incorrect|"
-                    r"plausible|implausible|tells\s+the\s+truth|lies)\b", re.I)
-_TRUE_WORDS = ("true", "yes", "correct", "plausible", "tells the truth")
+                    r"plausible|implausible|tells\s+the\s+truth|lies|holds?)\b", re.I)
+_TRUE_WORDS = ("true", "yes", "correct", "plausible", "tells the truth", "holds", "hold")
 
 
 def _truth_in_text(text: str) -> str:
@@ -279,10 +289,10 @@ def _last_number(text: str) -> str:
     below = re.search(r"(\d+(?:\.\d+)?)\s*(?:degrees?\s+)?below\s+zero", plain_sentence, re.I)
     if below:
         return "-" + below.group(1)
-    if not re.search(r"\d", sentence):
-        words = list(NUMBER_WORDS.finditer(sentence))
-        if words:
-            return words[-1].group(0)
+    words = [m for m in NUMBER_WORDS.finditer(sentence) if m.group(0).lower() not in ("one", "a", "an")]
+    digits = list(re.finditer(r"\d", sentence))
+    if words and (not digits or words[-1].start() > digits[-1].start()):  # "..., which is seventy-two thousand"
+        return words[-1].group(0)
     return last_number(text.replace("−", "-"))
 
 
@@ -368,11 +378,11 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
         return stated, ""
     text = _without_check(text)
     if letters:
-        letter = pick_in_text(text, letters, item.choices)
+        letter = pick_in_text(text, letters, _options(item))
         if letter:
             return letter, "letter in text"
         _, bold = _bold_statement(text)
-        said = pick(bold, letters, item.choices) if bold else ""
+        said = pick(bold, letters, _options(item)) if bold else ""
         if bold and not said:  # "**color (a)** is brighter": one bracketed key in the bold words
             keys = {k for k in (_key_of(m.group(1), letters) for m in re.finditer(r"[(\[]([A-Za-z1-9])[)\]]", bold)) if k}
             said = keys.pop() if len(keys) == 1 else ""
@@ -580,8 +590,13 @@ def _column(gold: str, answer: str) -> str:
     return "\\begin{pmatrix} " + " \\\\ ".join(parts) + " \\end{pmatrix}"
 
 
+_WORD_UNITS = re.compile(r"(?<=[\d})a-zA-Z])\s+(?:square\s+|cubic\s+)?[a-zA-Z]{2,}(?:\s+[a-zA-Z]{2,})*\.?$")
+
+
 def _judge_math(gold: str, answer: str, symbolic: bool) -> Decision | None:
     answer = _column(gold, answer)
+    if not re.search(r"(?<!\\)\b[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", "", gold)):  # a gold without words:
+        answer = _WORD_UNITS.sub("", answer)  # "648/\pi square centimeters" -> "648/\pi"
     if re.match(r"\s*(?:\\left)?\s*[\[(]", gold) and re.search(r"\\infty|,", gold):
         answer = _as_interval(answer)
     ng, na = normalize(gold), normalize(answer)
@@ -627,7 +642,7 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
         said = _bool_of(answer)
         return (said == gold, "") if said is not None else (False, "no true/false word")
     if kind == "option":
-        return _choice(answer, "ABCDE", {}) == _gold_letter(item.gold), ""
+        return _choice(answer, "ABCDE", _options(item)) == _gold_letter(item.gold), ""
     gold = _theoremqa_gold_numbers(item)
     if not gold:
         return normalize(item.gold) == normalize(answer), "gold not a number"
@@ -635,6 +650,8 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
     if not kind.startswith("list"):
         return _numbers_match(gold[0], answer, rel, symbolic)
     parts = _split_list(answer)
+    if len(parts) == 1 and re.search(r"\sand\s", answer):  # "1 and 6"
+        parts = _split_list(re.sub(r",?\s+and\s+", ", ", answer))
     if len(parts) != len(gold):
         return False, f"{len(parts)} elements for {len(gold)}"
     values = []

@@ -136,15 +136,31 @@ def _sympy_fallback(gold: str, pred: str) -> bool:
         return False
 
 
+def _same_equation(g, p) -> bool:
+    """Two equations with the same solutions up to a factor ("y = -\\frac{1}{4}" and "4y + 1 = 0"):
+    (lhs - rhs) of one is a non-zero constant times the other's."""
+    if not (isinstance(g, sympy.Eq) and isinstance(p, sympy.Eq)):
+        return False
+    try:
+        a, b = sympy.expand(g.lhs - g.rhs), sympy.expand(p.lhs - p.rhs)
+        if a == 0 or b == 0 or not a.free_symbols:
+            return False
+        ratio = sympy.simplify(a / b)
+        return not ratio.free_symbols and ratio != 0
+    except Exception:
+        return False
+
+
 def math_equivalent(gold: str, pred: str) -> bool:
     """Whether `pred` states the same mathematical answer as `gold` (both LaTeX or plain text).
-    Order matters as in math-verify: gold first (an equation gold "x=5" accepts "5")."""
+    Order matters as in math-verify: gold first (an equation gold "x=5" accepts "5"). Two
+    equations also match when one is the other times a constant."""
     g, p = _parsed(gold), _parsed(pred)
     g_sym = [x for x in g if not isinstance(x, str)]
     p_sym = [x for x in p if not isinstance(x, str)]
     if g_sym and p_sym:
         if not verify(g, p, timeout_seconds=None):
-            return False
+            return _same_equation(g_sym[0], p_sym[0])
         return not _veto(g_sym[0], p_sym[0], gold, pred)
     if g and p and verify(g, p, timeout_seconds=None):  # unparsed: math-verify compares the strings
         return True
