@@ -31,7 +31,7 @@ unchanged) and the verdict of a careful human grader (`human`). Each case is gra
   after --timeout x 4 seconds (a hang in C code no alarm interrupts); a killed call is a wrong answer.
 
 All three see the same text: the output cut at its protocol's stop strings
-(`Protocol(...).render(item).stop`, `cut_at_stop`), as an evaluation's backend hands it to the
+(`protocols.stop_strings`, `cut_at_stop`), as an evaluation's backend hands it to the
 graders (vLLM stops there); --raw grades the outputs uncut.
 
 Reported per benchmark and per protocol: cases, the share the human marks correct, seed = oracle,
@@ -53,7 +53,6 @@ import hashlib
 import importlib
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -88,17 +87,12 @@ def load_cases(path: Path, benchmarks: list[str] | None = None) -> list[dict]:
     return cases
 
 
-def _no_template(messages) -> str:
-    return ""  # the chat protocol's stop strings do not depend on the template
-
-
 def graded_text(case: dict, item, raw: bool = False) -> str:
     """The text an evaluation's graders see: the output cut at its protocol's stop strings."""
     if raw:
         return case["output"]
-    from webinstruct.evaluation.protocols import Protocol, cut_at_stop
-    stop = Protocol(case["protocol"], chat_template=_no_template).render(item).stop
-    return cut_at_stop(case["output"], stop)
+    from webinstruct.evaluation.protocols import cut_at_stop, stop_strings
+    return cut_at_stop(case["output"], stop_strings(case["protocol"]))
 
 
 # ---- math-verify alone (runs in the worker processes) ------------------------------------------
@@ -157,6 +151,7 @@ def grade_cases(cases: list[dict], workers: int = 2, timeout: float = 5.0, raw: 
     """Every case graded three ways: {"rows": [...], "seconds": {grader: wall s}, "programs": Counter
     (executed, errors: the seed grader's), "timeouts": Counter (robust, mv: answers over the time limit)}."""
     from webinstruct.evaluation.grading.pool import IsolatedPool
+    from webinstruct.evaluation.grading.programs import count_programs
     from webinstruct.evaluation.grading.robust import grade_robust_many, symbolic_pool
     from webinstruct.evaluation.grading.seed import grade_seed
     from webinstruct.evaluation.items import Item
@@ -194,12 +189,10 @@ def grade_cases(cases: list[dict], workers: int = 2, timeout: float = 5.0, raw: 
 
     timeouts = Counter(robust=sum(v.note == "timeout" for v in robust),
                        mv=sum(o.status == "timeout" for o in outcomes))
-    programs = Counter()
+    counted = count_programs(seed)
+    programs = Counter(executed=counted["programs_executed"], errors=counted["program_errors"])
     rows = []
     for c, it, text, s, r, m in zip(cases, items, texts, seed, robust, mv):
-        if s.note.startswith("program"):
-            programs["executed"] += 1
-            programs["errors"] += s.note.startswith("program error")
         rows.append({"id": c["id"], "benchmark": c["benchmark"], "protocol": c["protocol"],
                      "style": c.get("style", ""), "gold": it.gold, "text": text,
                      "human": bool(c["human"]), "human_answer": c.get("human_answer", ""),
@@ -354,27 +347,6 @@ def render(summary: dict, seconds: dict, n: int, programs: Counter, workers: int
 
 # ---- RESULTS.md -------------------------------------------------------------------------------
 
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Replace (or append) the `## name` section of RESULTS.md, keeping the other benchmarks'."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nLatest results of the scripts under `bench/`.\n\n"
-    start = text.find(f"\n## {name}\n")
-    start = start + 1 if start >= 0 else (0 if text.startswith(f"## {name}\n") else -1)
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip() + f"\n\n## {name}\n\n" + body)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _versions() -> str:
     from importlib import metadata
 
@@ -388,6 +360,7 @@ def _versions() -> str:
 
 
 def header(argv: list[str], cases_path: Path, cases: list[dict], elapsed: float, load: float, raw: bool) -> str:
+    from bench.recall import cpu_model
     command = shlex.join(["python", "bench/grading.py", *argv])
     digest = hashlib.sha256(cases_path.read_bytes()).hexdigest()[:12]
     try:
@@ -395,7 +368,7 @@ def header(argv: list[str], cases_path: Path, cases: list[dict], elapsed: float,
     except ValueError:
         shown = cases_path
     cut = "uncut (--raw)" if raw else "cut at their protocol's stop strings, as an evaluation hands them over"
-    return (f"`{command}` on {time.strftime('%Y-%m-%d')}, {_cpu_model()}, {os.cpu_count()} cores; load average "
+    return (f"`{command}` on {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; load average "
             f"{load:.2f} at start; {len(cases)} cases in `{shown}` (sha256 {digest}), outputs {cut}; "
             f"{_versions()}; the bench took {elapsed:.0f} s.\n\n"
             "seed is compared with the oracle (the original scorer of the case's protocol), robust and "
@@ -459,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     elapsed = time.perf_counter() - t_bench
     if args.out:
+        from bench.recall import replace_section
         replace_section(Path(args.out), SECTION, header(argv, cases_path, cases, elapsed, load, args.raw)
                         + report + "\n")
     fails = check(summary)

@@ -545,14 +545,15 @@ def main() -> int:
 def replace_section(path: Path, name: str, body: str) -> None:
     """Replace (or append) the `## name` section of RESULTS.md, keeping the other benchmarks'."""
     text = path.read_text() if path.exists() else "# Benchmark results\n\nLatest results of the scripts under `bench/`.\n\n"
-    start = text.find(f"## {name}")
+    start = text.find(f"\n## {name}\n")  # the heading line itself, not a longer one it begins
+    start = start + 1 if start >= 0 else (0 if text.startswith(f"## {name}\n") else -1)
     if start >= 0:
         end = text.find("\n## ", start + 1)
         text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
     path.write_text(text.rstrip() + f"\n\n## {name}\n\n" + body)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -578,7 +579,7 @@ def write_results(path: Path, report: str, n_pages: int, n_files: int, dt_versio
                   load: float) -> None:
     command = shlex.join(["python", "bench/recall.py", *sys.argv[1:]])
     dt = ", ".join(f"{k} {v}" for k, v in dt_versions.items())
-    header = (f"`{command}` on {time.strftime('%Y-%m-%d')}, {_cpu_model()}, {os.cpu_count()} cores; "
+    header = (f"`{command}` on {time.strftime('%Y-%m-%d')}, {cpu_model()}, {os.cpu_count()} cores; "
               f"load average {load:.2f} at start; {n_pages} real HTML pages in {n_files} WARC files "
               f"(`../shared/web/mix`); the bench took {elapsed:.0f} s.\n\n"
               f"datatrove side (build/bench-datatrove): {dt}. Our side: {_our_versions()}.\n\n")

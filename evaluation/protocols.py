@@ -39,11 +39,21 @@ STEP = "Let's think step by step."
 # stopped at "####".
 MAMMOTH2_STOP = ("USER:", "ASSISTANT:", "### Instruction:", "Response:",
                  "\n\nProblem", "\nProblem", "Problem:", "<|eot_id|>", "####")
-MAMMOTH2_CHOICE_STOP = MAMMOTH2_STOP
 # MetaMath's eval_gsm8k.py and eval_math.py.
 METAMATH_STOP = ("Question:", "Question", "USER:", "USER", "ASSISTANT:", "ASSISTANT", "Instruction:",
                  "Instruction", "Response:", "Response")
 MAMMOTH2_TOKENS = 2048
+
+
+def stop_strings(protocol: str) -> tuple[str, ...]:
+    """The strings generation stops at under `protocol` (chat: none; its template ends the turn)."""
+    return {"mammoth2": MAMMOTH2_STOP, "metamath": METAMATH_STOP}.get(protocol, ())
+
+
+def scorer_stops(protocol: str) -> tuple[str, ...]:
+    """The stop strings of the harness that scores `protocol`: MetaMath's for ``metamath``,
+    MAmmoTH2's for ``mammoth2`` and ``chat`` (the seed grader scores chat the MAmmoTH2 way)."""
+    return METAMATH_STOP if protocol == "metamath" else MAMMOTH2_STOP
 
 
 @dataclass(frozen=True)
@@ -118,15 +128,14 @@ class Protocol:
 
     def render(self, item: Item) -> Request:
         if self.name == "metamath":
-            return Request(alpaca_prompt(item.question, eval_suffix=True), METAMATH_STOP, self.budget(item))
+            return Request(alpaca_prompt(item.question, eval_suffix=True), stop_strings("metamath"), self.budget(item))
         shots = shots_for(item, self.exemplar_set, self.shots)
         if self.name == "chat":
             if self.chat_template is None:
                 raise ValueError("the chat protocol needs the model's chat template (a tokenizer)")
             messages = chat_messages(item.question, shots)
-            return Request(self.chat_template(messages), (), self.budget(item), messages)
-        stop = MAMMOTH2_CHOICE_STOP if item.kind == "choice" else MAMMOTH2_STOP
-        return Request(mammoth2_prompt(item.question, shots, self.form), stop, self.budget(item))
+            return Request(self.chat_template(messages), stop_strings("chat"), self.budget(item), messages)
+        return Request(mammoth2_prompt(item.question, shots, self.form), stop_strings("mammoth2"), self.budget(item))
 
     def settings(self) -> dict:
         return {"protocol": self.name, "form": self.form if self.name == "mammoth2" else "",

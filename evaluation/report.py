@@ -23,6 +23,7 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
+from webinstruct.evaluation.grading.programs import count_programs
 from webinstruct.evaluation.predictions import is_prediction, read_counted
 from webinstruct.core import io as fio
 from webinstruct.core.io import write_atomic
@@ -115,9 +116,7 @@ def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         counts[2] += r
     out["by_task"] = {task: {"n": c[0], "seed": c[1] / c[0], "robust": c[2] / c[0]}
                       for task, c in sorted(tasks.items())}
-    notes = [str(((r.get("verdicts") or {}).get("seed") or {}).get("note") or "") for r in records]
-    out["programs_executed"] = sum(n.startswith("program") for n in notes)
-    out["program_errors"] = sum(n.startswith("program error") for n in notes)
+    out.update(count_programs(str(((r.get("verdicts") or {}).get("seed") or {}).get("note") or "") for r in records))
     out["disagree_examples"] = disagreement_examples(records, seed, robust)
     return out
 

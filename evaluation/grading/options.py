@@ -41,7 +41,7 @@ def _text(s: str) -> str:
     return normalize(_light(s)).strip(".,;:!")
 
 
-def _key(raw: str, letters: str) -> str:
+def option_key(raw: str, letters: str) -> str:
     """An option key as written ("c", "3") -> the item's key; digits name the n-th option when
     the options are letters."""
     k = raw.upper()
@@ -62,13 +62,13 @@ _NEGATED = re.compile(rf"(?i:\bnot|\bisn[’']t|\bexcept)\s+(?:{_REF})")
 
 def _ref_key(m: re.Match, letters: str) -> str:
     raw = next(g for g in m.groups() if g)
-    return _key(raw, letters)
+    return option_key(raw, letters)
 
 
 def hedged(answer: str, letters: str) -> bool:
     """Whether an answer names two or more options as alternatives ("(B) or (D)", "B/D")."""
     for m in _HEDGE.finditer(answer):
-        keys = {k for k in (_key(g, letters) for g in m.groups() if g) if k}
+        keys = {k for k in (option_key(g, letters) for g in m.groups() if g) if k}
         if len(keys) >= 2:
             return True
     if _HEDGE_WORDS.search(answer):
@@ -101,8 +101,8 @@ def pick(answer: str, letters: str, choices: dict[str, str]) -> str:
     if len(hits) == 1:
         return hits[0]
     m = _BARE.fullmatch(a)
-    if m and _key(m.group(1), letters):
-        return _key(m.group(1), letters)
+    if m and option_key(m.group(1), letters):
+        return option_key(m.group(1), letters)
     target = _text(a)
     hits = [k for k, v in choices.items() if target and _text(v) == target]
     if len(hits) == 1:
@@ -113,8 +113,8 @@ def pick(answer: str, letters: str, choices: dict[str, str]) -> str:
     if m and _ORDINALS[m.group(1).lower()] <= len(letters):
         return letters[_ORDINALS[m.group(1).lower()] - 1]
     m = _LEADING.match(a)
-    if m and _key(next(g for g in m.groups() if g), letters):
-        return _key(next(g for g in m.groups() if g), letters)
+    if m and option_key(next(g for g in m.groups() if g), letters):
+        return option_key(next(g for g in m.groups() if g), letters)
     listed = _text(re.sub(r"\s+and\s+", ", ", a))  # "2 and 3" for the option "2,3"
     hits = [k for k, v in choices.items() if listed and _text(v) == listed]
     if len(hits) == 1:
@@ -127,8 +127,8 @@ def pick(answer: str, letters: str, choices: dict[str, str]) -> str:
         if len(hits) == 1:
             return hits[0]
     m = _AT_END.search(a)
-    if m and _key(next(g for g in m.groups() if g), letters):
-        return _key(next(g for g in m.groups() if g), letters)
+    if m and option_key(next(g for g in m.groups() if g), letters):
+        return option_key(next(g for g in m.groups() if g), letters)
     return _similar(a, choices)
 
 
@@ -212,7 +212,7 @@ def pick_in_text(text: str, letters: str, choices: dict[str, str]) -> str:
             if key:
                 found.append((m.start(), key))
     for m in re.finditer(r"(?im)^\W*(?:probably|likely|perhaps|maybe)?\s*([A-J])\W*$", text):
-        key = _key(m.group(1), letters)
+        key = option_key(m.group(1), letters)
         if key:
             found.append((m.start(), key))
     if found:
@@ -227,18 +227,18 @@ def pick_in_text(text: str, letters: str, choices: dict[str, str]) -> str:
         return pair
     # "Compound E is **3,4-dimethyl...** (option B).": one explicit key in the closing sentence
     closing = re.split(r"(?<=[.!?])\s+", lines[-1].strip())[-1]
-    keys = {_key(m.group(1), letters) for m in re.finditer(r"(?i:\b(?:option|choice))\s*[(\[]?\s*([A-Za-z1-9])\s*[)\]]?(?!\w)", closing)}
+    keys = {option_key(m.group(1), letters) for m in re.finditer(r"(?i:\b(?:option|choice))\s*[(\[]?\s*([A-Za-z1-9])\s*[)\]]?(?!\w)", closing)}
     keys.discard("")
     if len(keys) == 1 and not _NEGATED.search(closing):
         return keys.pop()
     line = lines[-1].strip(EDGE + "#").strip()
     if len(line) <= 200:
         m = re.fullmatch(r"\W*\(?([A-Za-z1-9])\)?[.:)]?\W*", line)
-        if m and _key(m.group(1), letters) and (m.group(1).isupper() or "(" in line):
-            return _key(m.group(1), letters)
+        if m and option_key(m.group(1), letters) and (m.group(1).isupper() or "(" in line):
+            return option_key(m.group(1), letters)
         m = re.match(r"[(\[]\s*([A-Za-z1-9])\s*[)\]]\s*(.*)", _light(line))
-        if m and _key(m.group(1), letters):  # "(C) The college could gather ...": a key and its option
-            key = _key(m.group(1), letters)
+        if m and option_key(m.group(1), letters):  # "(C) The college could gather ...": a key and its option
+            key = option_key(m.group(1), letters)
             rest = _text(m.group(2))
             if not rest or rest == _text(choices.get(key, "")) or _text(choices.get(key, "")).startswith(rest):
                 return key

@@ -38,7 +38,8 @@ from webinstruct.evaluation.grading import Verdict
 from webinstruct.evaluation.grading.numbers import (NUMBER, NUMBER_TOKEN, NUMBER_WORDS, TEXT_CMD as _TEXT_CMD, last_number,
                                                     plain as _plain, read_number as _read_number)
 from webinstruct.evaluation.grading.options import EDGE as _EDGE, HEDGE, choice_letters as _choice_letters
-from webinstruct.evaluation.grading.options import option_said, pick, pick_in_text
+from webinstruct.evaluation.grading.options import hedged, option_said, pick, pick_in_text
+from webinstruct.evaluation.grading.options import option_key
 from webinstruct.evaluation.grading.program_text import looks_like_program, printed_value
 from webinstruct.evaluation.items import Item
 
@@ -58,16 +59,6 @@ _PHRASE = re.compile(
     re.I | re.M)
 _DOLLAR = re.compile(r"(?<!\\)\$")
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<!\\)\$(.+?)(?<!\\)\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.S)
-
-
-def stop_strings(item: Item, protocol: str) -> tuple[str, ...]:
-    """The strings generation stopped at under `protocol` ("" or "chat": none)."""
-    from webinstruct.evaluation import protocols as p
-    if protocol == "mammoth2":
-        return p.MAMMOTH2_CHOICE_STOP if item.kind == "choice" else p.MAMMOTH2_STOP
-    if protocol == "metamath":
-        return p.METAMATH_STOP
-    return ()
 
 
 def _boxes(text: str) -> list[tuple[int, str]]:
@@ -323,16 +314,6 @@ def _bold_statement(text: str, after: int = -1) -> tuple[int, str]:
     return -1, ""
 
 
-def _key_of(raw: str, letters: str) -> str:
-    k = raw.upper()
-    return k if k in letters else ""
-
-
-def _option_hedge(sentence: str, letters: str) -> bool:
-    from webinstruct.evaluation.grading.options import hedged
-    return hedged(sentence.replace("**", ""), letters)
-
-
 def _without_cut_repeat(text: str) -> str:
     """The output without a last line that the token limit cut while the model repeated itself
     ("So x = 15.\nSo x = 15.\nSo x = 1")."""
@@ -347,8 +328,8 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
     answer phrase, "hedge", "letter in text", "truth in text", "program", "labelled line",
     "final expression", "last number", or "no answer"). `protocol` names the stop strings to cut
     the output at first."""
-    from webinstruct.evaluation.protocols import cut_at_stop
-    text = _without_cut_repeat(cut_at_stop(output or "", stop_strings(item, protocol)))
+    from webinstruct.evaluation.protocols import cut_at_stop, stop_strings
+    text = _without_cut_repeat(cut_at_stop(output or "", stop_strings(protocol)))
     if looks_like_program(text):  # a program-of-thought output: read what it prints
         printed = printed_value(text)
         if printed is not None:
@@ -384,9 +365,9 @@ def extract_answer(item: Item, output: str, protocol: str = "") -> tuple[str, st
         _, bold = _bold_statement(text)
         said = pick(bold, letters, _options(item)) if bold else ""
         if bold and not said:  # "**color (a)** is brighter": one bracketed key in the bold words
-            keys = {k for k in (_key_of(m.group(1), letters) for m in re.finditer(r"[(\[]([A-Za-z1-9])[)\]]", bold)) if k}
+            keys = {k for k in (option_key(m.group(1), letters) for m in re.finditer(r"[(\[]([A-Za-z1-9])[)\]]", bold)) if k}
             said = keys.pop() if len(keys) == 1 else ""
-        if said and (said == HEDGE or _option_hedge(_last_sentence(text), letters)):
+        if said and (said == HEDGE or hedged(_last_sentence(text).replace("**", ""), letters)):
             return "", "hedge"
         if said:
             return said, "bold"
@@ -460,10 +441,6 @@ def _close(value: float, gold: float, rel: float) -> bool:
     return abs(value - gold) <= rel * abs(gold) + 1e-12
 
 
-def _choice(answer: str, letters: str, choices: dict[str, str]) -> str:
-    return pick(answer, letters, choices)
-
-
 def _gold_letter(gold: str) -> str:
     """The letter of an option-letter gold ("C", "(C)", "\\text{(C)}", "(\\text{E})"), else ""."""
     g = _TEXT_CMD.sub(r"\1", gold).replace(" ", "")
@@ -505,9 +482,11 @@ def _bool_of(answer: str) -> bool | None:
 
 
 def _split_list(answer: str) -> list[str]:
-    """The elements of a list answer: "[1, 2]", "(1, 2)", "\\{1, 2\\}", "1, 2" (top-level commas
-    or semicolons only, so "\\frac{1}{2}, 3" has two)."""
+    """The elements of a list answer: "[1, 2]", "(1, 2)", "\\{1, 2\\}", "1, 2", "1 and 6" (top-level
+    commas or semicolons only, so "\\frac{1}{2}, 3" has two)."""
     a = re.sub(r"\\left|\\right", "", _plain(answer)).strip()
+    if not re.search(r"[,;]", a):
+        a = re.sub(r"\s+and\s+", ", ", a)
     a = re.sub(r"^(?:\\\{|\[|\()(.*)(?:\\\}|\]|\))$", r"\1", a, flags=re.S).strip()
     parts, depth, cur = [], 0, ""
     for ch in a:
@@ -608,7 +587,7 @@ def _judge_math(gold: str, answer: str, symbolic: bool) -> Decision | None:
         return (said.groups() == base.groups()) if said else na == base.group(1), ""
     letter = _gold_letter(gold)
     if letter:
-        return _choice(answer, string.ascii_uppercase, {}) == letter, ""
+        return pick(answer, string.ascii_uppercase, {}) == letter, ""
     if _is_words(gold):
         return _words(gold) == _words(answer), ""
     gv, av = _read_number(gold), _read_number(answer)
@@ -642,7 +621,7 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
         said = _bool_of(answer)
         return (said == gold, "") if said is not None else (False, "no true/false word")
     if kind == "option":
-        return _choice(answer, "ABCDE", _options(item)) == _gold_letter(item.gold), ""
+        return pick(answer, "ABCDE", _options(item)) == _gold_letter(item.gold), ""
     gold = _theoremqa_gold_numbers(item)
     if not gold:
         return normalize(item.gold) == normalize(answer), "gold not a number"
@@ -650,8 +629,6 @@ def _judge_theoremqa(item: Item, answer: str, symbolic: bool) -> Decision | None
     if not kind.startswith("list"):
         return _numbers_match(gold[0], answer, rel, symbolic)
     parts = _split_list(answer)
-    if len(parts) == 1 and re.search(r"\sand\s", answer):  # "1 and 6"
-        parts = _split_list(re.sub(r",?\s+and\s+", ", ", answer))
     if len(parts) != len(gold):
         return False, f"{len(parts)} elements for {len(gold)}"
     values = []
@@ -674,12 +651,12 @@ def _judge_bbh(item: Item, answer: str, symbolic: bool) -> Decision | None:
     gold = item.gold.strip()
     letters = _choice_letters(item)
     if letters:
-        return _choice(answer, letters, item.choices) == gold.strip("()"), ""
+        return pick(answer, letters, item.choices) == gold.strip("()"), ""
     if item.task == "dyck_languages":
         return re.sub(r"\s+", "", answer) == re.sub(r"\s+", "", gold), ""
     if item.task == "word_sorting":
         return re.findall(r"[^\s,]+", answer.lower()) == gold.lower().split(), ""
-    if gold.lower() in ("true", "false", "valid", "invalid", "yes", "no"):
+    if _is_bool(item):
         same = {"yes": "true", "no": "false"}
         said = _lead_word(answer) or (_truth_in_text(answer) or "").lower()
         return same.get(said, said) == same.get(gold.lower(), gold.lower()), ""
@@ -698,7 +675,7 @@ def _judge(item: Item, answer: str, symbolic: bool) -> Decision | None:
     if item.kind == "theoremqa":
         return _judge_theoremqa(item, answer, symbolic)
     if item.kind == "choice":
-        return _choice(answer, _choice_letters(item), item.choices) == item.gold.strip().strip("()"), ""
+        return pick(answer, _choice_letters(item), item.choices) == item.gold.strip().strip("()"), ""
     if item.kind == "bbh":
         return _judge_bbh(item, answer, symbolic)
     raise ValueError(f"unknown item kind {item.kind!r}")

@@ -76,9 +76,9 @@ def grade_seed(item: Item, output: str, protocol: str, programs: bool = True) ->
     (`webinstruct.evaluation.grading.programs`), and the answer is read from what it printed; the
     verdict's note then starts with "program" (see `_mammoth2_program`). False reads such outputs
     as text. ``chat`` and ``metamath`` never run programs (their papers did not)."""
-    from webinstruct.evaluation.protocols import MAMMOTH2_STOP, METAMATH_STOP, cut_at_stop
+    from webinstruct.evaluation.protocols import cut_at_stop, scorer_stops
     # Generation stopped at the harness's stop strings; outputs from elsewhere are cut the same way.
-    output = cut_at_stop(output or "", METAMATH_STOP if protocol == "metamath" else MAMMOTH2_STOP)
+    output = cut_at_stop(output or "", scorer_stops(protocol))
     if protocol in ("mammoth2", "chat"):
         return _mammoth2(item, output, programs=programs and protocol == "mammoth2")
     if protocol == "metamath":
